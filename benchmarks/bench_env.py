@@ -1,0 +1,101 @@
+"""Steps/s of stock CarRacing-v3 vs FastCarRacing on one core, and fast-env throughput vs worker count.
+
+    .venv/bin/python benchmarks/bench_env.py --steps 1000 --workers 1 2
+
+The single-core comparison pins this process to one CPU and replays the same seeded random actions
+through both envs (resetting with the next seed whenever an episode ends), so both render the same
+frames. Each rate is the best of ``--repeats`` runs (stock and fast interleaved), which filters out
+interference from other processes on a shared machine. The worker table runs gymnasium's
+AsyncVectorEnv over the fast env, unpinned; it is only meaningful on otherwise idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import time
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+import gymnasium as gym
+import numpy as np
+
+from wm.envs import make_car_racing
+
+
+@contextlib.contextmanager
+def one_core():
+    """Pin this process to a single CPU (where the OS allows it) for the duration of the block."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+def random_actions(seed: int, n: int, num_envs: int | None = None) -> np.ndarray:
+    size = (n, 3) if num_envs is None else (n, num_envs, 3)
+    return np.random.default_rng(seed).uniform([-1, 0, 0], [1, 1, 1], size=size).astype(np.float32)
+
+
+def single_env_rate(fast: bool, seed: int, actions: np.ndarray) -> float:
+    env = make_car_racing(fast=fast)
+    episode_seed = seed
+    env.reset(seed=episode_seed)
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            episode_seed += 1
+            env.reset(seed=episode_seed)
+    rate = len(actions) / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def vector_rate(num_workers: int, seed: int, steps: int) -> float:
+    env = gym.vector.AsyncVectorEnv([functools.partial(make_car_racing, fast=True)] * num_workers)
+    env.reset(seed=seed)
+    actions = random_actions(seed, steps, num_workers)
+    start = time.perf_counter()
+    for action in actions:
+        env.step(action)
+    rate = steps * num_workers / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000, help="steps per single-env run and per worker")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is kept")
+    args = parser.parse_args()
+
+    actions = random_actions(args.seed, args.steps)
+    stock = fast = 0.0
+    with one_core():
+        for _ in range(args.repeats):
+            stock = max(stock, single_env_rate(False, args.seed, actions))
+            fast = max(fast, single_env_rate(True, args.seed, actions))
+    print(f"single core, {args.steps} steps, seed {args.seed}, best of {args.repeats}")
+    print(f"{'env':<8}{'steps/s':>10}{'speedup':>10}")
+    print(f"{'stock':<8}{stock:>10.0f}{1.0:>10.2f}")
+    print(f"{'fast':<8}{fast:>10.0f}{fast / stock:>10.2f}")
+
+    print(f"\nfast env, AsyncVectorEnv, {args.steps} steps per worker ({os.cpu_count()} CPUs)")
+    print(f"{'workers':<8}{'steps/s':>10}{'per wkr':>10}")
+    for n in args.workers:
+        rate = max(vector_rate(n, args.seed, args.steps) for _ in range(args.repeats))
+        print(f"{n:<8}{rate:>10.0f}{rate / n:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""Typed configuration: one Pydantic model per section of ``params.yaml``.
+
+Every field carries a description and a validated range; unknown keys are errors. Derived values
+(codebook size, code dimension) are computed here and never repeated in ``params.yaml``.
+``load_params`` turns every problem into a :class:`ConfigError` whose lines name the dotted key path,
+which the stage CLIs print as one line per problem (exit code 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """A user-facing configuration problem: ``str(err)`` is one line per problem, ready to print."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Track seeds of collect, controller training and evaluation are drawn from disjoint streams
+# (wm.utils.track_seed), each with room for this many episodes.
+MAX_EPISODES = 2**20
+
+Level = Annotated[int, Field(ge=2, le=64, description="number of quantization levels of one dimension")]
+
+
+class EnvConfig(_Section):
+    id: Literal["CarRacing-v3"] = Field("CarRacing-v3", description="Gymnasium environment id.")
+    fast: bool = Field(
+        True,
+        description="Use wm.envs.FastCarRacing: pixel-identical observations to stock CarRacing-v3, "
+        "several times faster (tests/test_fast_env.py proves the identity).",
+    )
+    max_episode_steps: int = Field(1000, ge=10, le=100_000, description="TimeLimit truncation, in steps.")
+
+
+class PolicyConfig(_Section):
+    """Temporally correlated random policy used to collect data (see wm/policies.py)."""
+
+    steer_sigma: float = Field(
+        0.1, ge=0.0, le=2.0, description="Std of the per-step Brownian increment of the steering."
+    )
+    steer_decay: float = Field(
+        0.9, gt=0.0, le=1.0, description="Mean reversion of steering towards 0 each step (1 = no pull)."
+    )
+    gas_mean: float = Field(0.4, ge=0.0, le=1.0, description="Mean gas of the gas process (gas bias).")
+    brake_prob: float = Field(0.05, ge=0.0, le=1.0, description="Probability a held action segment brakes.")
+    hold_min: int = Field(5, ge=1, le=1000, description="Shortest number of steps a gas/brake choice is held.")
+    hold_max: int = Field(20, ge=1, le=1000, description="Longest number of steps a gas/brake choice is held.")
+
+    @model_validator(mode="after")
+    def _hold_range(self) -> PolicyConfig:
+        if self.hold_min > self.hold_max:
+            raise ValueError(f"hold_min ({self.hold_min}) must be <= hold_max ({self.hold_max})")
+        return self
+
+
+class CollectConfig(_Section):
+    episodes: int = Field(40, ge=1, le=MAX_EPISODES, description="Number of random-policy episodes to record.")
+    max_steps: int = Field(
+        400, ge=2, le=100_000, description="Steps per episode at most (the env may end the episode first)."
+    )
+    workers: int = Field(2, ge=1, le=512, description="Parallel worker processes (output is independent of it).")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Random policy parameters.")
+
+
+class FSQConfig(_Section):
+    levels: list[Level] = Field(
+        default_factory=lambda: [8, 5, 5, 5],
+        min_length=1,
+        max_length=16,
+        description="Levels per FSQ dimension (Mentzer et al. 2023, Table 1): [8,5,5,5] gives 1000 codes.",
+    )
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of codes, prod(levels): a frame is one of these tokens."""
+        return math.prod(self.levels)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of a quantized code, len(levels)."""
+        return len(self.levels)
+
+
+class VAEConfig(_Section):
+    latent_dim: int = Field(32, ge=1, le=4096, description="Encoder output size before the FSQ projection.")
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [32, 64, 128, 256],
+        min_length=4,
+        max_length=4,
+        description="Conv channels of the 4 stride-2 encoder stages (64->32->16->8->4); mirrored by the decoder.",
+    )
+    epochs: int = Field(3, ge=1, le=10_000, description="Training epochs over the frames.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Frames per optimizer step.")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Fraction of episodes held out for validation (split by episode)."
+    )
+    load_limit_gb: float = Field(
+        8.0,
+        ge=0.0,
+        description="Training frames up to this size are loaded into memory (or GPU memory); larger datasets "
+        "are streamed from the HDF5 file in shuffled blocks.",
+    )
+    max_frames: int = Field(
+        0, ge=0, description="Use at most this many training frames per epoch, sampled (0 = all of them)."
+    )
+
+
+class EncodeConfig(_Section):
+    batch_size: int = Field(512, ge=1, le=1_000_000, description="Frames encoded per forward pass.")
+
+
+class WMConfig(_Section):
+    embed_dim: int = Field(192, ge=1, le=4096, description="Token embedding size.")
+    hidden: int = Field(256, ge=1, le=8192, description="LSTM hidden size.")
+    seq_len: int = Field(32, ge=2, le=10_000, description="Training window length in steps (within episodes).")
+    epochs: int = Field(20, ge=1, le=100_000, description="Training epochs over the windows.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Windows per optimizer step.")
+    lr: float = Field(2e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Gradient norm clip.")
+    reward_weight: float = Field(1.0, ge=0.0, description="Weight of the reward MSE in the loss.")
+    done_weight: float = Field(1.0, ge=0.0, description="Weight of the done BCE in the loss.")
+    reward_scale: float = Field(
+        0.1, gt=0.0, description="Rewards are multiplied by this before the MSE (CarRacing's -100 would dominate)."
+    )
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Fraction of episodes held out for validation.")
+
+
+class CtrlConfig(_Section):
+    kind: Literal["linear", "mlp"] = Field("linear", description="Controller family.")
+    mlp_hidden: int = Field(16, ge=1, le=4096, description="Hidden units of the MLP controller.")
+    use_hidden: bool = Field(
+        False, description="Feed the world model's LSTM hidden state h beside the code z (World Models' [z,h])."
+    )
+    train_in: Literal["dream", "real"] = Field(
+        "real", description="Fitness source: mean return in the world model's dream, or in the real game."
+    )
+    popsize: int = Field(16, ge=2, le=100_000, description="CMA-ES population size.")
+    sigma0: float = Field(0.5, gt=0.0, le=100.0, description="CMA-ES initial step size.")
+    generations: int = Field(8, ge=1, le=100_000, description="CMA-ES generations.")
+    rollouts: int = Field(2, ge=1, le=10_000, description="Episodes (tracks) averaged per candidate.")
+    max_steps: int = Field(500, ge=1, le=100_000, description="Steps per fitness episode (dream or real).")
+    temperature: float = Field(1.0, gt=0.0, le=100.0, description="Dream sampling temperature of next tokens.")
+    workers: int = Field(2, ge=1, le=512, description="Worker processes for real-game fitness.")
+
+
+class EvalConfig(_Section):
+    episodes: int = Field(
+        4, ge=1, le=MAX_EPISODES, description="Real-game evaluation episodes (tracks unseen in collect)."
+    )
+    max_steps: int = Field(1000, ge=1, le=100_000, description="Steps per evaluation episode at most.")
+    workers: int = Field(2, ge=1, le=512, description="Parallel worker processes.")
+    video: bool = Field(True, description="Write a GIF of one episode: real frame beside its reconstruction.")
+    video_steps: int = Field(300, ge=1, le=100_000, description="Frames in the video at most.")
+
+
+class WorldModelAgentConfig(_Section):
+    """All of ``params.yaml``."""
+
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Master seed; every stage derives its seeds from it.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device; auto = CUDA if present.")
+    env: EnvConfig = Field(default_factory=EnvConfig, description="The real game.")
+    collect: CollectConfig = Field(default_factory=CollectConfig, description="Random rollouts.")
+    fsq: FSQConfig = Field(default_factory=FSQConfig, description="Finite scalar quantizer.")
+    vae: VAEConfig = Field(default_factory=VAEConfig, description="FSQ-VAE model and training.")
+    encode: EncodeConfig = Field(default_factory=EncodeConfig, description="Frames -> tokens.")
+    wm: WMConfig = Field(default_factory=WMConfig, description="Token world model and training.")
+    ctrl: CtrlConfig = Field(default_factory=CtrlConfig, description="Controller and CMA-ES.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Real-game evaluation.")
+
+
+def _without(section: dict, *keys: str) -> dict:
+    return {k: v for k, v in section.items() if k not in keys}
+
+
+def collect_fingerprint(cfg: WorldModelAgentConfig) -> dict:
+    """The params that determine the collected data. Worker counts and env.fast are left out: the
+    file is byte-identical whatever they are (tests/test_collect.py, tests/test_fast_env.py)."""
+    d = cfg.model_dump(mode="json")
+    return {"seed": d["seed"], "env": _without(d["env"], "fast"), "collect": _without(d["collect"], "workers")}
+
+
+def vae_fingerprint(cfg: WorldModelAgentConfig) -> dict:
+    """The params that determine the trained VAE, its data included. Left out: epochs (training
+    continues exactly, see wm/training.py) and load_limit_gb (where frames live, not what they are)."""
+    d = cfg.model_dump(mode="json")
+    return collect_fingerprint(cfg) | {"fsq": d["fsq"], "vae": _without(d["vae"], "epochs", "load_limit_gb")}
+
+
+def wm_fingerprint(cfg: WorldModelAgentConfig) -> dict:
+    """The params that determine the trained world model: the VAE's and the wm section but epochs."""
+    return vae_fingerprint(cfg) | {"wm": _without(cfg.wm.model_dump(mode="json"), "epochs")}
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see params.yaml in the repository for the valid keys)"
+        lines.append(f"{path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(data: object) -> WorldModelAgentConfig:
+    """Validate an already-parsed params mapping; raises ConfigError naming each bad key path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"params must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return WorldModelAgentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> WorldModelAgentConfig:
+    """Read and validate a params file; raises ConfigError with one line per problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the repository root or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    try:
+        return parse_params(data)
+    except ConfigError as err:
+        raise ConfigError("\n".join(f"{path}: {line}" for line in str(err).splitlines())) from None

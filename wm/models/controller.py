@@ -1,0 +1,132 @@
+"""Controllers for CMA-ES, the "C" model of World Models (Ha & Schmidhuber 2018, Sec. 2.3).
+
+A controller is a tiny map from the observation [z, h] (the FSQ code, optionally with the world model's
+LSTM hidden state) to the 3 CarRacing actions. Its parameters are one flat vector, which is what CMA-ES
+searches over; ``ControllerSpec.act`` evaluates N different candidate vectors on N observations in one
+batched einsum, so thousands of dream rollouts of a whole population advance together.
+
+Flat parameter layout (row-major weights, then bias, layer by layer):
+    linear: W (3, X), b (3)                        -> 3*X + 3 parameters
+    mlp:    W1 (M, X), b1 (M), W2 (3, M), b2 (3)   -> M*X + M + 3*M + 3 parameters
+with X = obs_dim, M = mlp_hidden, N = controllers evaluated together, P = num_params.
+The all-zero vector is the natural CMA-ES start.
+
+Action mapping from the raw outputs (a0, a1, a2), as in the World Models CarRacing controller
+(hardmaru/WorldModelsExperiments, carracing/model.py):
+    steering = tanh(a0)                in [-1, 1]   symmetric, 0 at a0 = 0: drive straight
+    gas      = (tanh(a1) + 1) / 2      in [0, 1]    0.5 at a1 = 0: the car moves from the start
+    brake    = clip(tanh(a2), 0, 1)    in [0, 1)    0 for every a2 <= 0
+The brake is one-sided on purpose: a sigmoid brake would sit at sigmoid(0) = 0.5 for the zero vector
+and for about half of any random population, so the car brakes constantly and CMA-ES first has to
+learn not to. With the clip, braking is something a candidate has to opt into.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from wm.config import CtrlConfig, FSQConfig, WMConfig
+
+ACTION_DIM = 3  # CarRacing: steering, gas, brake
+
+
+def squash_actions(raw: Tensor) -> Tensor:
+    """(N, 3) raw outputs -> (N, 3) CarRacing actions (steering, gas, brake); see the module docstring."""
+    t = torch.tanh(raw)
+    return torch.stack([t[:, 0], (t[:, 1] + 1) / 2, t[:, 2].clamp(0.0, 1.0)], dim=-1)
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """Shape of a controller family: knows the observation size and how to read a flat vector."""
+
+    kind: Literal["linear", "mlp"]
+    z_dim: int  # FSQ code dimension D
+    h_dim: int = 0  # LSTM hidden size when the controller sees h, else 0
+    mlp_hidden: int = 16  # M, used by kind == "mlp" only
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("linear", "mlp"):
+            raise ValueError(f"unknown controller kind {self.kind!r}")
+
+    @property
+    def obs_dim(self) -> int:
+        return self.z_dim + self.h_dim
+
+    @property
+    def num_params(self) -> int:
+        X, M, A = self.obs_dim, self.mlp_hidden, ACTION_DIM
+        return A * X + A if self.kind == "linear" else M * X + M + A * M + A
+
+    def observation(self, z: Tensor, h: Tensor | None = None) -> Tensor:
+        """Controller input [z, h]: z (N, D) and, when h_dim > 0, h (N, H) -> (N, obs_dim)."""
+        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be (N, {self.z_dim}), got {tuple(z.shape)}"
+        if self.h_dim == 0:
+            return z
+        assert h is not None and h.shape == (z.shape[0], self.h_dim), f"h must be (N, {self.h_dim})"
+        return torch.cat([z, h.to(z.dtype)], dim=-1)
+
+    def act(self, params: Tensor, obs: Tensor) -> Tensor:
+        """N controllers at once: params (N, P), obs (N, X) -> actions (N, 3); row n uses params[n]."""
+        N, X = obs.shape
+        assert self.obs_dim == X, f"obs must be (N, {self.obs_dim}), got {tuple(obs.shape)}"
+        assert params.shape == (N, self.num_params), f"params must be ({N}, {self.num_params})"
+        params = params.to(obs.dtype)
+        A = ACTION_DIM
+        if self.kind == "linear":
+            W = params[:, : A * X].view(N, A, X)  # (N, A*X) -> (N, A, X)
+            b = params[:, A * X :]  # (N, A)
+            return squash_actions(torch.einsum("nax,nx->na", W, obs) + b)
+        M = self.mlp_hidden
+        W1 = params[:, : M * X].view(N, M, X)  # (N, M*X) -> (N, M, X)
+        b1 = params[:, M * X : M * X + M]  # (N, M)
+        W2 = params[:, M * X + M : M * X + M + A * M].view(N, A, M)  # (N, A*M) -> (N, A, M)
+        b2 = params[:, M * X + M + A * M :]  # (N, A)
+        hidden = torch.tanh(torch.einsum("nmx,nx->nm", W1, obs) + b1)  # (N, M)
+        return squash_actions(torch.einsum("nam,nm->na", W2, hidden) + b2)
+
+
+def make_controller_spec(ctrl: CtrlConfig, fsq: FSQConfig, wm: WMConfig) -> ControllerSpec:
+    return ControllerSpec(
+        kind=ctrl.kind, z_dim=fsq.dim, h_dim=wm.hidden if ctrl.use_hidden else 0, mlp_hidden=ctrl.mlp_hidden
+    )
+
+
+class Controller(nn.Module):
+    """One controller: a flat parameter buffer plus its spec, saved in the state_dict as extra state
+    so ``Controller.from_state_dict(torch.load(path))`` rebuilds it without the config."""
+
+    def __init__(self, spec: ControllerSpec, params: Tensor | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        if params is None:
+            params = torch.zeros(spec.num_params)
+        assert params.shape == (spec.num_params,), f"need {spec.num_params} params, got {tuple(params.shape)}"
+        # A buffer, not a Parameter: CMA-ES sets it wholesale and never needs its gradient.
+        self.register_buffer("params", params.detach().to(torch.float32).clone())
+
+    @classmethod
+    def from_flat(cls, spec: ControllerSpec, vector: Tensor | np.ndarray) -> Controller:
+        return cls(spec, torch.as_tensor(np.asarray(vector) if not torch.is_tensor(vector) else vector))
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Any]) -> Controller:
+        model = cls(ControllerSpec(**state_dict["_extra_state"]))
+        model.load_state_dict(state_dict)
+        return model
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return asdict(self.spec)
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if ControllerSpec(**state) != self.spec:
+            raise ValueError(f"checkpoint controller {state} does not match this one, {asdict(self.spec)}")
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """obs (B, O) -> actions (B, 3), the same controller for every row."""
+        return self.spec.act(self.params.expand(obs.shape[0], -1), obs)  # (P,) -> (B, P), a view

@@ -1,0 +1,92 @@
+"""Small shared helpers: user-facing errors, seeds, devices and atomic file writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class WmError(Exception):
+    """A problem the user can fix (missing input, corrupt file, ...): printed as one line, exit 2."""
+
+
+class Stream(IntEnum):
+    """Disjoint seed streams, so evaluation tracks never repeat collected or training tracks."""
+
+    COLLECT = 0
+    CTRL = 1
+    EVAL = 2
+    BASELINE = 3
+
+
+def track_seed(master: int, stream: Stream, index: int) -> int:
+    """Env seed of episode `index` of a stream: distinct for every (master, stream, index).
+
+    Bit layout: stream << 52 | master << 20 | index (index < 2**20, master < 2**31).
+    """
+    assert 0 <= index < 2**20 and 0 <= master < 2**31, (master, index)
+    return (int(stream) << 52) | (master << 20) | index
+
+
+def episode_rng(master: int, stream: Stream, index: int) -> np.random.Generator:
+    """The policy's RNG for one episode: depends only on (master, stream, index), not on the worker."""
+    return np.random.default_rng([master, int(stream), index])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds legacy global users (libraries)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise WmError("device: cuda requested but torch sees no GPU (set device: auto or cpu in params.yaml)")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
+
+    An interrupted writer leaves at most a `*.tmp` file, never a file that looks finished.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def parallel_map(fn: Callable, items: Iterable, workers: int, initializer: Callable, initargs: tuple) -> Iterator:
+    """`map(fn, items)` in `workers` processes, results in input order.
+
+    concurrent.futures rather than multiprocessing.Pool: a worker that dies (or whose initializer
+    raises) surfaces as BrokenProcessPool instead of a Pool that silently respawns workers and hangs.
+    spawn, not fork: workers must not inherit torch's thread pools or the parent's open HDF5 handles.
+    """
+    pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer, initargs)
+    try:
+        yield from pool.map(fn, items)
+    finally:  # on an early exit (error, Ctrl-C) drop the queued work instead of finishing it
+        pool.shutdown(wait=True, cancel_futures=True)
