@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from wm.cli import ParamsOption, load_config, run
+from wm.cli import MetricsOut, ParamsOption, load_config, run
 from wm.collect import collect
 from wm.utils import write_json
 
@@ -13,7 +13,7 @@ from wm.utils import write_json
 def main(
     params: ParamsOption = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="Output HDF5 file.")] = Path("data/rollouts.h5"),
-    metrics: Annotated[Path, typer.Option(help="Summary metrics (JSON).")] = Path("metrics/collect.json"),
+    metrics: MetricsOut = Path("metrics/collect.json"),
 ) -> None:
     """Record `collect.episodes` episodes of the correlated random policy (parallel, seeded per episode)."""
     cfg = load_config(params)

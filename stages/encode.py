@@ -8,7 +8,7 @@ import torch
 import typer
 from tqdm import tqdm
 
-from wm.cli import ParamsOption, load_config, run
+from wm.cli import MetricsOut, ParamsOption, RolloutsIn, VaeIn, load_config, run
 from wm.config import vae_fingerprint
 from wm.data import Rollouts, write_tokens
 from wm.models.fsq_vae import FSQVAE, codebook_stats
@@ -18,16 +18,16 @@ from wm.utils import resolve_device, write_json
 
 def main(
     params: ParamsOption = Path("params.yaml"),
-    data: Annotated[Path, typer.Option(help="Rollouts from the collect stage.")] = Path("data/rollouts.h5"),
-    vae: Annotated[Path, typer.Option(help="Trained FSQ-VAE checkpoint.")] = Path("models/vae.pt"),
+    data: RolloutsIn = Path("data/rollouts.h5"),
+    vae: VaeIn = Path("models/vae.pt"),
     out: Annotated[Path, typer.Option(help="Output HDF5 file of tokens.")] = Path("data/tokens.h5"),
-    metrics: Annotated[Path, typer.Option(help="Codebook statistics (JSON).")] = Path("metrics/encode.json"),
+    metrics: MetricsOut = Path("metrics/encode.json"),
 ) -> None:
     """Encode all frames in batches; tokens stay aligned with actions, rewards and done flags."""
     cfg = load_config(params)
     device = resolve_device(cfg.device)
     model = FSQVAE(cfg.fsq, cfg.vae).to(device).eval()
-    model.load_state_dict(load_trained(vae, vae_fingerprint(cfg), "train_vae", device))
+    model.load_state_dict(load_trained(vae, vae_fingerprint(cfg), "train_vae", device)["best_model"])
     with Rollouts(data) as rollouts:
         n, bs = rollouts.frames.shape[0], cfg.encode.batch_size
         tokens = np.empty(n, np.int64)

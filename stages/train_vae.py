@@ -2,13 +2,11 @@
 
 import math
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import torch
-import typer
 
-from wm.cli import ParamsOption, load_config, run
+from wm.cli import CheckpointOut, MetricsOut, ParamsOption, PlotsOut, RolloutsIn, load_config, run
 from wm.config import vae_fingerprint
 from wm.data import FrameLoader, Rollouts, episode_frame_indices, split_episodes
 from wm.models.fsq_vae import FSQVAE
@@ -19,12 +17,10 @@ from wm.validation import save_recon_grid, vae_validation
 
 def main(
     params: ParamsOption = Path("params.yaml"),
-    data: Annotated[Path, typer.Option(help="Rollouts from the collect stage.")] = Path("data/rollouts.h5"),
-    out: Annotated[Path, typer.Option(help="Checkpoint (resumed when it matches the params).")] = Path("models/vae.pt"),
-    metrics: Annotated[Path, typer.Option(help="Metrics of the last epoch (JSON).")] = Path("metrics/vae.json"),
-    plots: Annotated[Path, typer.Option(help="Folder for the loss curves and the reconstruction grid.")] = Path(
-        "plots/vae"
-    ),
+    data: RolloutsIn = Path("data/rollouts.h5"),
+    out: CheckpointOut = Path("models/vae.pt"),
+    metrics: MetricsOut = Path("metrics/vae.json"),
+    plots: PlotsOut = Path("plots/vae"),
 ) -> None:
     """Train the FSQ-VAE (AdamW, validation split by episode, a checkpoint every epoch)."""
     cfg = load_config(params)
@@ -61,6 +57,7 @@ def main(
             grad_clip=None,
             checkpoint=out,
             fingerprint=vae_fingerprint(cfg),
+            select="mse",
         )
 
         def on_epoch(model: FSQVAE, history: list[dict]) -> None:

@@ -93,3 +93,13 @@ def test_stage_cli_prints_one_line_and_exits_2(tmp_path, text, expected):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected.format(p=tmp_path / "params.yaml")), lines
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_full_scale_params_are_valid_and_complete():
+    full = yaml.safe_load((REPO / "params-full.yaml").read_text())
+    default = yaml.safe_load((REPO / "params.yaml").read_text())
+    cfg = load_params(REPO / "params-full.yaml")
+    assert cfg.collect.episodes == 10_000 and cfg.vae.epochs == 50
+    assert full.keys() == default.keys() and all(
+        full[k].keys() == default[k].keys() for k in full if isinstance(full[k], dict)
+    )

@@ -32,3 +32,14 @@ def test_dvc_repro_then_status_clean_and_metrics(project_copy):
         assert f["codes"].shape[1] == 3 and f["tokens"][:].max() < 240
     diff = run_cli(["dvc", "metrics", "diff", "--json"], root).stdout
     assert "vae/val/psnr" in diff
+
+
+def test_full_pipeline_reports_the_real_score(project_copy):
+    """Every stage, both controller training modes; `dvc metrics show` lists the real-game score."""
+    root = project_copy(tiny_params(ctrl={"train_in": "dream"}))
+    run_cli(["dvc", "repro", "-q"], root)
+    shown = run_cli(["dvc", "metrics", "show"], root).stdout
+    for key in ("eval/real/return_mean", "eval/random/return_mean", "eval/dream/return_mean", "wm/val/acc"):
+        assert key in shown, key
+    assert (root / "videos" / "episode.gif").is_file()
+    assert "changed" not in run_cli(["dvc", "status"], root).stdout

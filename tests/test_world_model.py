@@ -9,7 +9,7 @@ from wm.models.world_model import WorldModel, WorldModelOutput
 def test_param_count_and_shapes():
     fsq = FSQConfig()
     model = WorldModel(WMConfig(), fsq)
-    assert sum(p.numel() for p in model.parameters()) == 913_386
+    assert sum(p.numel() for p in model.parameters()) == 913_387
     B, T, K = 3, 5, fsq.codebook_size
     tokens = torch.randint(0, K, (B, T))
     actions = torch.randn(B, T, 3)

@@ -17,6 +17,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Parameters file (validated against wm.config).")]
+# Inputs and outputs shared by several stages (their defaults are the paths in dvc.yaml).
+RolloutsIn = Annotated[Path, typer.Option(help="Rollouts from the collect stage.")]
+TokensIn = Annotated[Path, typer.Option(help="Tokens from the encode stage.")]
+VaeIn = Annotated[Path, typer.Option(help="Trained FSQ-VAE checkpoint.")]
+WorldModelIn = Annotated[Path, typer.Option(help="Trained world model checkpoint.")]
+MetricsOut = Annotated[Path, typer.Option(help="Metrics file (JSON), tracked by `dvc metrics`.")]
+PlotsOut = Annotated[Path, typer.Option(help="Folder of plot data, drawn by `dvc plots`.")]
+CheckpointOut = Annotated[Path, typer.Option(help="Checkpoint, resumed when it was written under the same params.")]
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:

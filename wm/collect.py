@@ -20,7 +20,7 @@ from wm.data import Episode, write_rollouts
 from wm.envs import make_car_racing
 from wm.frames import CROP_ROWS, preprocess
 from wm.policies import CorrelatedRandomPolicy
-from wm.utils import Stream, episode_rng, parallel_map, track_seed
+from wm.utils import Stream, WorkerPool, episode_rng, track_seed
 
 
 def make_env(env_cfg: EnvConfig, max_steps: int) -> gymnasium.Env:
@@ -68,15 +68,8 @@ def _worker_episode(index: int) -> Episode:
 
 def iter_episodes(cfg: WorldModelAgentConfig) -> Iterator[Episode]:
     """Episodes 0..E-1 in order, computed by `cfg.collect.workers` processes."""
-    n = cfg.collect.episodes
-    if cfg.collect.workers == 1:
-        _init_worker(cfg)
-        try:
-            yield from map(_worker_episode, range(n))
-        finally:
-            _worker_state.pop("env").close()
-        return
-    yield from parallel_map(_worker_episode, range(n), cfg.collect.workers, _init_worker, (cfg,))
+    with WorkerPool(cfg.collect.workers, _init_worker, (cfg,)) as pool:
+        yield from pool.map(_worker_episode, range(cfg.collect.episodes))
 
 
 def collect(cfg: WorldModelAgentConfig, out: str | Path, progress: bool = True) -> tuple[dict, float]:

@@ -123,6 +123,7 @@ class EncodeConfig(_Section):
 class WMConfig(_Section):
     embed_dim: int = Field(192, ge=1, le=4096, description="Token embedding size.")
     hidden: int = Field(256, ge=1, le=8192, description="LSTM hidden size.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LSTM output before the heads.")
     seq_len: int = Field(32, ge=2, le=10_000, description="Training window length in steps (within episodes).")
     epochs: int = Field(20, ge=1, le=100_000, description="Training epochs over the windows.")
     batch_size: int = Field(64, ge=1, le=65_536, description="Windows per optimizer step.")
@@ -153,6 +154,12 @@ class CtrlConfig(_Section):
     max_steps: int = Field(500, ge=1, le=100_000, description="Steps per fitness episode (dream or real).")
     temperature: float = Field(1.0, gt=0.0, le=100.0, description="Dream sampling temperature of next tokens.")
     workers: int = Field(2, ge=1, le=512, description="Worker processes for real-game fitness.")
+
+    @model_validator(mode="after")
+    def _track_budget(self) -> CtrlConfig:
+        if self.generations * self.rollouts > MAX_EPISODES:
+            raise ValueError(f"generations * rollouts must be <= {MAX_EPISODES} (distinct training tracks)")
+        return self
 
 
 class EvalConfig(_Section):
@@ -201,6 +208,12 @@ def vae_fingerprint(cfg: WorldModelAgentConfig) -> dict:
 def wm_fingerprint(cfg: WorldModelAgentConfig) -> dict:
     """The params that determine the trained world model: the VAE's and the wm section but epochs."""
     return vae_fingerprint(cfg) | {"wm": _without(cfg.wm.model_dump(mode="json"), "epochs")}
+
+
+def ctrl_fingerprint(cfg: WorldModelAgentConfig) -> dict:
+    """The params that determine the trained controller: the world model's and the ctrl section
+    without generations (more generations continue a finished run exactly) and workers."""
+    return wm_fingerprint(cfg) | {"ctrl": _without(cfg.ctrl.model_dump(mode="json"), "generations", "workers")}
 
 
 def _format_errors(err: ValidationError) -> str:

@@ -351,6 +351,8 @@ class WindowLoader:
             s = torch.unique(torch.cat([s, torch.tensor([T - self.L])]))
             ep.append(torch.full_like(s, i))
             st.append(s)
+        if not ep:  # every episode shorter than L
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         return torch.cat(ep), torch.cat(st)
 
     def gather(self, ep: torch.Tensor, st: torch.Tensor) -> dict[str, torch.Tensor]:

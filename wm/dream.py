@@ -36,6 +36,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from wm.config import WorldModelAgentConfig
 from wm.data import Tokens
 from wm.models.controller import ACTION_DIM, ControllerSpec
 from wm.models.fsq import FSQ
@@ -203,3 +204,13 @@ class DreamEnv:
         tiled = params.to(self.device).repeat_interleave(R, dim=0)  # (P, num_params) -> (P * R, num_params)
         returns = dream.rollout(lambda obs: spec.act(tiled, obs), seed, use_hidden=spec.h_dim > 0)
         return returns.view(P, R).mean(dim=1)  # (P * R,) -> (P, R) -> (P,)
+
+
+def make_dream(
+    cfg: WorldModelAgentConfig, wm_state: dict, tokens: Tokens, max_steps: int, device: torch.device | str
+) -> DreamEnv:
+    """The dream of a trained world model at `ctrl.temperature`, started from real episode starts."""
+    model = WorldModel(cfg.wm, cfg.fsq).to(device).eval()
+    model.load_state_dict(wm_state)
+    fsq = FSQ(cfg.fsq.levels).to(device)
+    return DreamEnv(model, fsq, episode_start_tokens(tokens), 1, cfg.ctrl.temperature, max_steps, device)

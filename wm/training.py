@@ -11,8 +11,6 @@ a run killed mid-way and resumed ends with the same weights as an uninterrupted 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import random
@@ -26,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from wm.utils import WmError, atomic_path, write_json
+from wm.utils import WmError, atomic_path, write_csv, write_json
 
 Metrics = dict[str, float]
 
@@ -40,6 +38,8 @@ class TrainSpec:
     grad_clip: float | None
     checkpoint: Path
     fingerprint: dict  # JSON-able params that determine the run (without `epochs`)
+    select: str  # validation metric (lower is better) that picks the weights the next stages use
+    train_metrics: tuple[str, ...] | None = None  # compute_loss metrics to log for the train split (None: all)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -69,16 +69,15 @@ def save_checkpoint(path: Path, **payload) -> None:
         torch.save(payload, tmp)
 
 
-def _fingerprint_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(old) | set(new))
-    out = []
-    for k in keys:
-        a, b = old.get(k), new.get(k)
+def fingerprint_changes(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two fingerprints (compared as JSON)."""
+
+    def diff(a: object, b: object, prefix: str) -> list[str]:
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _fingerprint_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
+            return [x for k in sorted(set(a) | set(b)) for x in diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [] if a == b else [prefix.rstrip(".")]
+
+    return diff(json.loads(json.dumps(old)), json.loads(json.dumps(new)), "")
 
 
 def load_resumable(spec: TrainSpec, device: torch.device) -> dict | None:
@@ -88,15 +87,13 @@ def load_resumable(spec: TrainSpec, device: torch.device) -> dict | None:
         return None
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
-        fingerprint = json.loads(json.dumps(ckpt["fingerprint"]))
+        changed = fingerprint_changes(ckpt["fingerprint"], spec.fingerprint)
         epoch = int(ckpt["epoch"])
     except Exception as err:  # any unreadable checkpoint is as good as none: say so and retrain
         print(f"{spec.component}: {path} is unreadable ({type(err).__name__}); starting fresh")
         return None
-    current = json.loads(json.dumps(spec.fingerprint))
-    if fingerprint != current:
-        changed = ", ".join(_fingerprint_diff(fingerprint, current)) or "?"
-        print(f"{spec.component}: {path} was trained under other params ({changed}); starting fresh")
+    if changed:
+        print(f"{spec.component}: {path} was trained under other params ({', '.join(changed)}); starting fresh")
         return None
     if epoch > spec.epochs:
         print(f"{spec.component}: {path} has {epoch} epochs, more than the {spec.epochs} asked; starting fresh")
@@ -128,13 +125,13 @@ def train(
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, best_model = 0, None
     ckpt = load_resumable(spec, device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_states(ckpt["rng"])
-        history, start_epoch = ckpt["history"], ckpt["epoch"]
+        history, start_epoch, best_model = ckpt["history"], ckpt["epoch"], ckpt["best_model"]
         if start_epoch:
             print(f"{spec.component}: resuming from {spec.checkpoint} at epoch {start_epoch}/{spec.epochs}")
     c = spec.component
@@ -165,13 +162,20 @@ def train(
         model.eval()
         with torch.no_grad():
             val = evaluate(model)
-        row = {"epoch": epoch + 1}
-        row |= {f"{c}/train/{k}": v for k, v in _mean(rows).items()}
+        # Early stopping without stopping: the next stages get the weights of the epoch with the best
+        # validation `select` metric (on small data the world model overfits within a few epochs).
+        best_epoch = history[-1]["best_epoch"] if history else 0
+        if not history or val[spec.select] < history[best_epoch - 1][f"{c}/val/{spec.select}"]:
+            best_epoch, best_model = epoch + 1, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        train_means = _mean(rows)
+        row = {"epoch": epoch + 1, "best_epoch": best_epoch}
+        row |= {f"{c}/train/{k}": v for k, v in train_means.items() if k in (spec.train_metrics or train_means)}
         row |= {f"{c}/val/{k}": v for k, v in val.items()}
         history.append(row)
         save_checkpoint(
             spec.checkpoint,
             model=model.state_dict(),
+            best_model=best_model,
             optimizer=opt.state_dict(),
             epoch=epoch + 1,
             history=history,
@@ -181,8 +185,10 @@ def train(
         if on_epoch is not None:
             on_epoch(model, history)
         rate = n_items / (time.perf_counter() - t0)
-        shown = "  ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in row.items() if k != "epoch")
-        print(f"{c} epoch {epoch + 1}/{spec.epochs}  {shown}  ({rate:,.0f} items/s)", flush=True)
+        shown = "  ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in row.items() if "/" in k)
+        print(
+            f"{c} epoch {epoch + 1}/{spec.epochs}  {shown}  best epoch {best_epoch}  ({rate:,.0f} items/s)", flush=True
+        )
     if on_epoch is not None and start_epoch == spec.epochs:
         on_epoch(model, history)  # a finished checkpoint: rewrite the artefacts from its history
     return history
@@ -194,31 +200,28 @@ def _batch_size(batch) -> int:
 
 
 def write_history(history: list[dict], metrics_path: Path, plots_path: Path) -> None:
-    """Latest row -> metrics JSON (for `dvc metrics`), all rows -> CSV (for `dvc plots`).
+    """The selected row (`best_epoch`, else the latest) -> metrics JSON (for `dvc metrics`), all rows ->
+    CSV (for `dvc plots`).
 
     Both are rebuilt from the checkpoint's history, so a resumed run writes the same bytes as an
     uninterrupted one.
     """
-    write_json(metrics_path, history[-1])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    with atomic_path(plots_path) as tmp:
-        tmp.write_text(buf.getvalue())
+    last = history[-1]
+    write_json(
+        metrics_path, history[last["best_epoch"] - 1] | {"epochs": last["epoch"]} if "best_epoch" in last else last
+    )
+    write_csv(plots_path, history)
 
 
-def load_trained(path: Path, fingerprint: dict, producer: str, device: torch.device) -> dict:
-    """The weights of a finished upstream checkpoint, refusing one trained under other params."""
+def load_trained(path: Path, fingerprint: dict, producer: str, device: torch.device | str = "cpu") -> dict:
+    """An upstream checkpoint (all of it), refusing one trained under other params."""
     if not path.is_file():
         raise WmError(f"{path}: missing input (run `dvc repro {producer}` first)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
-        stored = json.loads(json.dumps(ckpt["fingerprint"]))
+        changed = fingerprint_changes(ckpt["fingerprint"], fingerprint)
     except Exception as err:  # unreadable for any reason: the fix is the same
         raise WmError(f"{path}: unreadable checkpoint ({type(err).__name__}); run `dvc repro {producer}`") from None
-    if stored != json.loads(json.dumps(fingerprint)):
-        changed = ", ".join(_fingerprint_diff(stored, fingerprint))
-        raise WmError(f"{path} was trained under other params ({changed}); run `dvc repro {producer}`")
-    return ckpt["model"]
+    if changed:
+        raise WmError(f"{path} was trained under other params ({', '.join(changed)}); run `dvc repro {producer}`")
+    return ckpt

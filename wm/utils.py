@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import multiprocessing as mp
 import os
@@ -73,20 +75,44 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """Rows of one schema -> CSV, floats to 6 significant digits (plots need no more; diffs stay small)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
 def write_json(path: str | Path, data: object) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def parallel_map(fn: Callable, items: Iterable, workers: int, initializer: Callable, initargs: tuple) -> Iterator:
-    """`map(fn, items)` in `workers` processes, results in input order.
+class WorkerPool:
+    """`map(fn, items)` over `workers` processes, results in input order; in-process when workers == 1.
 
     concurrent.futures rather than multiprocessing.Pool: a worker that dies (or whose initializer
     raises) surfaces as BrokenProcessPool instead of a Pool that silently respawns workers and hangs.
     spawn, not fork: workers must not inherit torch's thread pools or the parent's open HDF5 handles.
+    The pool lives as long as the `with` block, so per-worker set-up (envs, models) is paid once.
     """
-    pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer, initargs)
-    try:
-        yield from pool.map(fn, items)
-    finally:  # on an early exit (error, Ctrl-C) drop the queued work instead of finishing it
-        pool.shutdown(wait=True, cancel_futures=True)
+
+    def __init__(self, workers: int, initializer: Callable, initargs: tuple):
+        self.pool = None
+        if workers == 1:
+            initializer(*initargs)
+        else:
+            self.pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer, initargs)
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        return map(fn, items) if self.pool is None else self.pool.map(fn, items)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:  # on an early exit (error, Ctrl-C) drop queued work instead of finishing it
+            self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,157 @@
+"""CMA-ES over the controller's flat parameters, with dream or real-game fitness; resumable.
+
+World Models (Sec. 3.3) optimises C with CMA-ES (pycma) on the mean return of several episodes per
+candidate. Fitness comes from one of two sources (`ctrl.train_in`):
+- `dream`: the whole population in one wide batch of world-model rollouts (wm/dream.py);
+- `real`: episodes of the real game through the VAE encoder, spread over worker processes
+  (wm/agent.py). This is how the paper trained its CarRacing agent.
+In both, every candidate of a generation plays the same tracks/dream worlds (common random numbers), and
+the distribution mean is evaluated beside the population, so the curve of the mean shows progress
+without the optimism of "best of 16 noisy candidates".
+
+The CMA-ES state (pycma pickles it), numpy's global RNG (which pycma samples from), the generation,
+the history and the best candidate are checkpointed after every generation, so a killed run resumes
+and ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cma
+import numpy as np
+import torch
+
+from wm.agent import play_task, stream_seeds
+from wm.dream import DreamEnv
+from wm.models.controller import ControllerSpec
+from wm.training import fingerprint_changes, save_checkpoint
+from wm.utils import Stream, WmError, WorkerPool
+
+# candidates (C, P) float64, generation -> fitness (C,) float64 (higher is better)
+Fitness = Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ESSpec:
+    popsize: int
+    sigma0: float
+    generations: int
+    seed: int
+    checkpoint: Path
+    fingerprint: dict  # without `generations` (more generations continue a finished run exactly)
+
+
+def _new_state(spec: ESSpec, num_params: int) -> dict:
+    # pycma draws from numpy's global RNG, seeded here through its `seed` option (must be > 0).
+    es = cma.CMAEvolutionStrategy(
+        np.zeros(num_params),
+        spec.sigma0,
+        {"popsize": spec.popsize, "seed": spec.seed + 1, "verbose": -9, "verb_log": 0, "verb_disp": 0},
+    )
+    return {"es": es, "generation": 0, "history": [], "best": None, "best_fitness": -np.inf}
+
+
+def _load_state(spec: ESSpec, num_params: int) -> dict:
+    path = spec.checkpoint
+    if path.exists():
+        try:
+            ckpt = torch.load(path, weights_only=False)
+            state = ckpt["es_state"]
+        except Exception as err:  # an unreadable checkpoint is as good as none
+            print(f"ctrl: {path} is unreadable ({type(err).__name__}); starting fresh")
+        else:
+            changed = fingerprint_changes(ckpt["fingerprint"], spec.fingerprint)
+            if changed:
+                print(f"ctrl: {path} was trained under other params ({', '.join(changed)}); starting fresh")
+            elif state["generation"] > spec.generations:
+                print(f"ctrl: {path} has more generations than the {spec.generations} asked; starting fresh")
+            else:
+                np.random.set_state(state.pop("numpy_rng"))  # noqa: NPY002 - pycma's RNG
+                if state["generation"]:
+                    print(f"ctrl: resuming from {path} at generation {state['generation']}/{spec.generations}")
+                return state
+    return _new_state(spec, num_params)
+
+
+def run_cma_es(
+    spec: ESSpec,
+    ctrl_spec: ControllerSpec,
+    fitness: Fitness,
+    on_generation: Callable[[dict], None] | None = None,
+) -> dict:
+    """Optimise; returns the final state: es, generation, history, best (params), best_fitness."""
+    state = _load_state(spec, ctrl_spec.num_params)
+    es: cma.CMAEvolutionStrategy = state["es"]
+    finished_before = state["generation"] == spec.generations
+    while state["generation"] < spec.generations:
+        g = state["generation"]
+        t0 = time.perf_counter()
+        candidates = np.asarray(es.ask())  # (popsize, P)
+        mean = np.asarray(es.mean)[None]  # (1, P): the distribution mean, evaluated on the same episodes
+        scores = fitness(np.concatenate([candidates, mean]), g)  # (popsize + 1,)
+        if not np.all(np.isfinite(scores)):
+            raise WmError("ctrl: non-finite fitness (a diverged world model?); retrain with a lower wm.lr")
+        pop, mean_score = scores[:-1], float(scores[-1])
+        es.tell(list(candidates), list(-pop))  # pycma minimises
+        i = int(np.argmax(pop))
+        best_params, best_score = (candidates[i], float(pop[i])) if pop[i] >= mean_score else (mean[0], mean_score)
+        if best_score > state["best_fitness"]:
+            state["best"], state["best_fitness"] = best_params.astype(np.float32), best_score
+        row = {
+            "generation": g + 1,
+            "ctrl/train/fitness_best": float(pop.max()),
+            "ctrl/train/fitness_mean": float(pop.mean()),
+            "ctrl/train/fitness_std": float(pop.std()),
+            "ctrl/train/fitness_of_mean": mean_score,
+            "ctrl/train/best_so_far": state["best_fitness"],
+            "ctrl/train/sigma": float(es.sigma),
+        }
+        state["history"].append(row)
+        state["generation"] = g + 1
+        save_checkpoint(
+            spec.checkpoint,
+            es_state=state | {"numpy_rng": np.random.get_state()},  # noqa: NPY002 - pycma's RNG
+            fingerprint=spec.fingerprint,
+            controller=state["best"],
+            spec=ctrl_spec,
+        )
+        if on_generation is not None:
+            on_generation(state)
+        print(
+            f"ctrl gen {g + 1}/{spec.generations}  best {row['ctrl/train/fitness_best']:.1f}  "
+            f"mean {row['ctrl/train/fitness_mean']:.1f} ± {row['ctrl/train/fitness_std']:.1f}  "
+            f"of-mean {mean_score:.1f}  best-so-far {state['best_fitness']:.1f}  sigma {es.sigma:.3f}  "
+            f"({time.perf_counter() - t0:.1f} s)",
+            flush=True,
+        )
+    if on_generation is not None and finished_before:
+        on_generation(state)  # a finished checkpoint: rewrite the artefacts from its history
+    return state
+
+
+def real_fitness(pool: WorkerPool, master_seed: int, rollouts: int, max_steps: int) -> Fitness:
+    """Mean real-game return over `rollouts` tracks, the same tracks for every candidate of a
+    generation and new tracks each generation (stream CTRL: never the collected or evaluation tracks)."""
+
+    def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
+        seeds = stream_seeds(master_seed, Stream.CTRL, generation * rollouts, rollouts)
+        tasks = [(c.astype(np.float32), s, max_steps, 0) for c in candidates for s in seeds]
+        returns = np.array([ep.ret for ep in pool.map(play_task, tasks)])  # (C * R,)
+        return returns.reshape(len(candidates), rollouts).mean(axis=1)  # (C, R) -> (C,)
+
+    return fitness
+
+
+def dream_fitness(dream: DreamEnv, ctrl_spec: ControllerSpec, master_seed: int, rollouts: int) -> Fitness:
+    """Mean dream return over `rollouts` dream worlds, shared by all candidates of a generation."""
+
+    def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
+        params = torch.as_tensor(candidates, dtype=torch.float32)
+        seed = master_seed * 1_000_003 + generation
+        return dream.evaluate_candidates(ctrl_spec, params, rollouts, seed).cpu().double().numpy()
+
+    return fitness
