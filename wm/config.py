@@ -63,7 +63,7 @@ class PolicyConfig(_Section):
 
 
 class CollectConfig(_Section):
-    episodes: int = Field(40, ge=1, le=MAX_EPISODES, description="Number of random-policy episodes to record.")
+    episodes: int = Field(100, ge=1, le=MAX_EPISODES, description="Number of random-policy episodes to record.")
     max_steps: int = Field(
         400, ge=2, le=100_000, description="Steps per episode at most (the env may end the episode first)."
     )
@@ -149,7 +149,7 @@ class CtrlConfig(_Section):
     )
     popsize: int = Field(16, ge=2, le=100_000, description="CMA-ES population size.")
     sigma0: float = Field(0.5, gt=0.0, le=100.0, description="CMA-ES initial step size.")
-    generations: int = Field(8, ge=1, le=100_000, description="CMA-ES generations.")
+    generations: int = Field(12, ge=1, le=100_000, description="CMA-ES generations.")
     rollouts: int = Field(2, ge=1, le=10_000, description="Episodes (tracks) averaged per candidate.")
     max_steps: int = Field(500, ge=1, le=100_000, description="Steps per fitness episode (dream or real).")
     temperature: float = Field(1.0, gt=0.0, le=100.0, description="Dream sampling temperature of next tokens.")
@@ -164,7 +164,7 @@ class CtrlConfig(_Section):
 
 class EvalConfig(_Section):
     episodes: int = Field(
-        4, ge=1, le=MAX_EPISODES, description="Real-game evaluation episodes (tracks unseen in collect)."
+        8, ge=1, le=MAX_EPISODES, description="Real-game evaluation episodes (tracks unseen in collect)."
     )
     max_steps: int = Field(1000, ge=1, le=100_000, description="Steps per evaluation episode at most.")
     workers: int = Field(2, ge=1, le=512, description="Parallel worker processes.")
