@@ -68,7 +68,8 @@ def test_same_file_whatever_the_worker_count(tmp_path):
     assert one.read_bytes() == two.read_bytes()  # byte-identical: DVC sees the same output
 
 
-def test_interrupted_collect_leaves_no_output(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_collect_leaves_no_output(tmp_path, sig):
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(tiny_params(collect={"episodes": 50, "max_steps": 200, "workers": 1})))
     out = tmp_path / "data" / "r.h5"
@@ -76,15 +77,20 @@ def test_interrupted_collect_leaves_no_output(tmp_path):
         [sys.executable, "-m", "stages.collect", "--params", str(params), "--out", str(out)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 60
     while not any(out.parent.glob(".r.h5.*.tmp")) and time.time() < deadline:  # wait until it is writing
         time.sleep(0.1)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
     assert not out.exists()
+    if sig == signal.SIGINT:  # Ctrl-C: one line, no traceback, and the temporary file is removed too
+        assert proc.returncode == 130
+        assert stderr.strip().splitlines()[-1].startswith("interrupted:") and "Traceback" not in stderr
+        assert not any(out.parent.glob("*.tmp")) and not any(out.parent.glob(".*.tmp"))
 
 
 def test_missing_and_corrupt_inputs_are_one_line_errors(tmp_path):

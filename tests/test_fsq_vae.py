@@ -22,7 +22,7 @@ def test_shapes_and_param_count():
     fsq = FSQConfig()
     model = FSQVAE(fsq, VAEConfig())
     n = sum(p.numel() for p in model.parameters())
-    assert n == 1_646_599
+    assert n == 1_646_663
     out = model(frames(3))
     assert isinstance(out, FSQVAEOutput)
     assert out.recon.shape == (3, 3, 64, 64) and out.recon.min() >= 0 and out.recon.max() <= 1

@@ -28,7 +28,8 @@ CheckpointOut = Annotated[Path, typer.Option(help="Checkpoint, resumed when it w
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Print ConfigError/WmError as `error: ...` lines on stderr and exit 2, with no traceback."""
+    """Print ConfigError/WmError as `error: ...` lines on stderr and exit 2 (Ctrl-C: one line, exit 130),
+    with no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -38,6 +39,10 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             for line in str(err).splitlines():
                 print(f"error: {line}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            # Outputs are written atomically and training checkpoints every epoch/generation.
+            print("interrupted: no partial output was kept; rerun to resume from the last checkpoint", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper
 

@@ -59,7 +59,11 @@ class FSQVAE(nn.Module):
             nn.ReLU(),
             nn.Flatten(),  # (B, c4, 4, 4) -> (B, c4*16)
             nn.Linear(flat, vae.latent_dim),
-            nn.ReLU(),
+            # LayerNorm, not ReLU, before the projection: FSQ bounds with tanh, and unnormalised
+            # activations grow until every frame lands in the same saturated corner of the grid, where
+            # the straight-through gradient vanishes (measured: one code for all frames, seed 1). Unit
+            # scale here keeps the projection near tanh's linear range.
+            nn.LayerNorm(vae.latent_dim),
             # FSQ quantizes a low-dimensional projection (paper, Sec. 3: d = len(levels) is small).
             nn.Linear(vae.latent_dim, fsq.dim),
         )
