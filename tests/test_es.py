@@ -78,3 +78,10 @@ def test_non_finite_fitness_is_a_clear_error(tmp_path):
 
     with pytest.raises(WmError, match="non-finite fitness"):
         run_cma_es(_spec(tmp_path, 2), SPEC, lambda c, g: np.full(len(c), np.nan))
+
+
+def test_equal_runs_write_identical_checkpoints(tmp_path):
+    fit = dream_fitness(steer_left_dream(), SPEC, 0, 2)
+    run_cma_es(_spec(tmp_path, 2, "a.pt"), SPEC, fit)
+    run_cma_es(_spec(tmp_path, 2, "b.pt"), SPEC, fit)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

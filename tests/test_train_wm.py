@@ -93,3 +93,10 @@ def test_levels_mismatch_is_a_clear_error(setup):
             metrics=tmp_path / "x.json",
             plots=tmp_path / "x",
         )
+
+
+def test_equal_runs_write_identical_checkpoints(setup):
+    tmp_path, run = setup
+    run("x", 1)
+    run("y", 1)
+    assert (tmp_path / "x.pt").read_bytes() == (tmp_path / "y.pt").read_bytes()  # DVC sees the same output

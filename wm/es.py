@@ -77,6 +77,15 @@ def _load_state(spec: ESSpec, num_params: int) -> dict:
     return _new_state(spec, num_params)
 
 
+def _clear_timers(es: cma.CMAEvolutionStrategy) -> None:
+    """pycma keeps wall-clock timers in its (pickled) state; zero them so that equal runs write
+    byte-identical checkpoints (DVC hashes them). Nothing here reads them: no `timeout` stop rule."""
+    for timer in (es.timer, es.logger.timer_plot, es.logger.timer_all):
+        for key, value in vars(timer).items():
+            if isinstance(value, float):
+                setattr(timer, key, 0.0)
+
+
 def run_cma_es(
     spec: ESSpec,
     ctrl_spec: ControllerSpec,
@@ -112,6 +121,7 @@ def run_cma_es(
         }
         state["history"].append(row)
         state["generation"] = g + 1
+        _clear_timers(es)
         save_checkpoint(
             spec.checkpoint,
             es_state=state | {"numpy_rng": np.random.get_state()},  # noqa: NPY002 - pycma's RNG

@@ -11,6 +11,7 @@ a run killed mid-way and resumed ends with the same weights as an uninterrupted 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -65,8 +66,12 @@ def _set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path: Path, **payload) -> None:
+    # Through a buffer: torch.save names the zip archive after the file, and the temporary name
+    # carries the pid, so equal checkpoints would otherwise differ in bytes (and in DVC's hash).
+    buf = io.BytesIO()
+    torch.save(payload, buf)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def fingerprint_changes(old: dict, new: dict) -> list[str]:
