@@ -67,7 +67,8 @@ class Agent:
         state = None if self.wm is None else self.wm.initial_state(1)
         ret, t, frames, recons, done = 0.0, 0, [], [], False
         while not done:
-            frame = preprocess(obs)  # (64, 64, 3) uint8
+            # the random baseline needs frames only for a recording
+            frame = preprocess(obs) if theta is not None or t < record else None  # (64, 64, 3) uint8
             if theta is None:
                 action = random_policy()
             else:

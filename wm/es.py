@@ -28,7 +28,7 @@ import torch
 from wm.agent import play_task, stream_seeds
 from wm.dream import DreamEnv
 from wm.models.controller import ControllerSpec
-from wm.training import fingerprint_changes, save_checkpoint
+from wm.training import resumable_checkpoint, save_checkpoint
 from wm.utils import Stream, WmError, WorkerPool
 
 # candidates (C, P) float64, generation -> fitness (C,) float64 (higher is better)
@@ -56,25 +56,12 @@ def _new_state(spec: ESSpec, num_params: int) -> dict:
 
 
 def _load_state(spec: ESSpec, num_params: int) -> dict:
-    path = spec.checkpoint
-    if path.exists():
-        try:
-            ckpt = torch.load(path, weights_only=False)
-            state = ckpt["es_state"]
-        except Exception as err:  # an unreadable checkpoint is as good as none
-            print(f"ctrl: {path} is unreadable ({type(err).__name__}); starting fresh")
-        else:
-            changed = fingerprint_changes(ckpt["fingerprint"], spec.fingerprint)
-            if changed:
-                print(f"ctrl: {path} was trained under other params ({', '.join(changed)}); starting fresh")
-            elif state["generation"] > spec.generations:
-                print(f"ctrl: {path} has more generations than the {spec.generations} asked; starting fresh")
-            else:
-                np.random.set_state(state.pop("numpy_rng"))  # noqa: NPY002 - pycma's RNG
-                if state["generation"]:
-                    print(f"ctrl: resuming from {path} at generation {state['generation']}/{spec.generations}")
-                return state
-    return _new_state(spec, num_params)
+    ckpt = resumable_checkpoint(spec.checkpoint, spec.fingerprint, "ctrl", "generation", spec.generations)
+    if ckpt is None:
+        return _new_state(spec, num_params)
+    state = ckpt["es_state"]
+    np.random.set_state(state.pop("numpy_rng"))  # noqa: NPY002 - pycma's RNG
+    return state
 
 
 def _clear_timers(es: cma.CMAEvolutionStrategy) -> None:
@@ -125,6 +112,7 @@ def run_cma_es(
         save_checkpoint(
             spec.checkpoint,
             es_state=state | {"numpy_rng": np.random.get_state()},  # noqa: NPY002 - pycma's RNG
+            generation=state["generation"],
             fingerprint=spec.fingerprint,
             controller=state["best"],
             spec=ctrl_spec,

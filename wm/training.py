@@ -85,24 +85,28 @@ def fingerprint_changes(old: dict, new: dict) -> list[str]:
     return diff(json.loads(json.dumps(old)), json.loads(json.dumps(new)), "")
 
 
-def load_resumable(spec: TrainSpec, device: torch.device) -> dict | None:
-    """The checkpoint to resume from, or None (absent, unreadable, other params, or more epochs)."""
-    path = spec.checkpoint
+def resumable_checkpoint(
+    path: Path, fingerprint: dict, component: str, unit: str, limit: int, device: torch.device | str = "cpu"
+) -> dict | None:
+    """The checkpoint at `path` to resume from, or None: absent, unreadable, written under other params,
+    or further along (`ckpt[unit]` epochs or generations) than the `limit` asked for now."""
     if not path.exists():
         return None
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
-        changed = fingerprint_changes(ckpt["fingerprint"], spec.fingerprint)
-        epoch = int(ckpt["epoch"])
+        changed = fingerprint_changes(ckpt["fingerprint"], fingerprint)
+        done = int(ckpt[unit])
     except Exception as err:  # any unreadable checkpoint is as good as none: say so and retrain
-        print(f"{spec.component}: {path} is unreadable ({type(err).__name__}); starting fresh")
+        print(f"{component}: {path} is unreadable ({type(err).__name__}); starting fresh")
         return None
     if changed:
-        print(f"{spec.component}: {path} was trained under other params ({', '.join(changed)}); starting fresh")
+        print(f"{component}: {path} was trained under other params ({', '.join(changed)}); starting fresh")
         return None
-    if epoch > spec.epochs:
-        print(f"{spec.component}: {path} has {epoch} epochs, more than the {spec.epochs} asked; starting fresh")
+    if done > limit:
+        print(f"{component}: {path} has {done} {unit}s, more than the {limit} asked; starting fresh")
         return None
+    if done:
+        print(f"{component}: resuming from {path} at {unit} {done}/{limit}")
     return ckpt
 
 
@@ -131,14 +135,12 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     history: list[dict] = []
     start_epoch, best_model = 0, None
-    ckpt = load_resumable(spec, device)
+    ckpt = resumable_checkpoint(spec.checkpoint, spec.fingerprint, spec.component, "epoch", spec.epochs, device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_states(ckpt["rng"])
         history, start_epoch, best_model = ckpt["history"], ckpt["epoch"], ckpt["best_model"]
-        if start_epoch:
-            print(f"{spec.component}: resuming from {spec.checkpoint} at epoch {start_epoch}/{spec.epochs}")
     c = spec.component
     for epoch in range(start_epoch, spec.epochs):
         model.train()
