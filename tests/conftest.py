@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wm.config import WorldModelAgentConfig, parse_params
+from wm.config import WorldModelAgentConfig
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 REPO = Path(__file__).resolve().parents[1]
@@ -38,11 +38,6 @@ def _merge(base: dict, overrides: dict) -> dict:
 def tiny_params(**overrides) -> dict:
     """A complete params dict (DVC needs every section it tracks): defaults < TINY < overrides."""
     return _merge(_merge(WorldModelAgentConfig().model_dump(mode="json"), TINY), overrides)
-
-
-@pytest.fixture
-def tiny_cfg() -> WorldModelAgentConfig:
-    return parse_params(tiny_params())
 
 
 def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -214,9 +214,10 @@ def write_history(history: list[dict], metrics_path: Path, plots_path: Path) -> 
     uninterrupted one.
     """
     last = history[-1]
-    write_json(
-        metrics_path, history[last["best_epoch"] - 1] | {"epochs": last["epoch"]} if "best_epoch" in last else last
-    )
+    selected = last
+    if "best_epoch" in last:  # epoch histories; CMA-ES histories report their last generation
+        selected = history[last["best_epoch"] - 1] | {"epochs": last["epoch"]}
+    write_json(metrics_path, selected)
     write_csv(plots_path, history)
 
 
