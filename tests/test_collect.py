@@ -74,7 +74,8 @@ def test_interrupted_collect_leaves_no_output(tmp_path, sig):
     params.write_text(json.dumps(tiny_params(collect={"episodes": 50, "max_steps": 200, "workers": 1})))
     out = tmp_path / "data" / "r.h5"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stages.collect", "--params", str(params), "--out", str(out)],
+        [sys.executable, "-m", "stages.collect", "--params", str(params), "--out", str(out)]
+        + ["--metrics", str(tmp_path / "collect.json")],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -86,7 +87,7 @@ def test_interrupted_collect_leaves_no_output(tmp_path, sig):
     time.sleep(1.0)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "collect.json").exists()
     if sig == signal.SIGINT:  # Ctrl-C: one line, no traceback, and the temporary file is removed too
         assert proc.returncode == 130
         assert stderr.strip().splitlines()[-1].startswith("interrupted:") and "Traceback" not in stderr

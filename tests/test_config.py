@@ -69,7 +69,8 @@ def _run_stage(tmp_path: Path, text: str | None) -> subprocess.CompletedProcess:
     if text is not None:
         params.write_text(text)
     return subprocess.run(
-        [sys.executable, "-m", "stages.collect", "--params", str(params), "--out", str(tmp_path / "r.h5")],
+        [sys.executable, "-m", "stages.collect", "--params", str(params), "--out", str(tmp_path / "r.h5")]
+        + ["--metrics", str(tmp_path / "collect.json")],
         cwd=REPO,
         capture_output=True,
         text=True,

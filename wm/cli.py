@@ -11,7 +11,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from wm.config import ConfigError, WorldModelAgentConfig, load_params
-from wm.utils import WmError, seed_everything
+from wm.utils import WmError, install_sticky_interrupt, seed_everything
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,6 +56,7 @@ def load_config(params: Path) -> WorldModelAgentConfig:
 
 def run(fn: Callable[..., object]) -> None:
     """Entry point of a stage module: a single-command typer app with friendly errors."""
+    install_sticky_interrupt()
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(help=fn.__doc__)(user_errors(fn))
     app()

@@ -9,6 +9,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from enum import IntEnum
@@ -59,6 +60,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def install_sticky_interrupt() -> None:
+    """Make Ctrl-C stick: Python drops a KeyboardInterrupt raised inside a weakref callback, a `__del__` or
+    a Box2D contact callback ("Exception ignored in ..."), and the run would go on to write its outputs.
+    The flag set here makes the next atomic write raise instead (see `atomic_path`)."""
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
@@ -70,6 +87,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        if _interrupted:  # a Ctrl-C that was swallowed on the way: never commit work it interrupted
+            raise KeyboardInterrupt
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
