@@ -2,14 +2,15 @@ import math
 
 import torch
 
-from wm.config import FSQConfig, WMConfig
+from wm.config import FSQConfig, VAEConfig, WMConfig
+from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel, WorldModelOutput
 
 
 def test_param_count_and_shapes():
     fsq = FSQConfig()
     model = WorldModel(WMConfig(), fsq)
-    assert sum(p.numel() for p in model.parameters()) == 913_387
+    assert sum(p.numel() for p in model.parameters()) == 914_347
     B, T, K = 3, 5, fsq.codebook_size
     tokens = torch.randint(0, K, (B, T))
     actions = torch.randn(B, T, 3)
@@ -20,6 +21,28 @@ def test_param_count_and_shapes():
     logits, reward, done, state = model.step(tokens[:, 0], actions[:, 0], model.initial_state(B, "cpu"))
     assert logits.shape == (B, K) and reward.shape == (B,) and done.shape == (B,)
     assert WorldModel.hidden_of(state).shape == (B, 256)
+
+
+def test_code_input_is_the_fsq_code_of_the_token():
+    """With the lookup table zeroed, only the code path tells tokens apart, and it must feed each token
+    the code the FSQ-VAE's quantizer gives that index (the encode stage's token <-> code)."""
+    torch.manual_seed(0)
+    fsq = FSQConfig(levels=[8, 5, 3])
+    tokens = torch.tensor([[0, 7, 8, 119]])
+    actions = torch.zeros(1, 4, 3)
+    for code_input in (True, False):
+        model = WorldModel(WMConfig(embed_dim=8, hidden=16, code_input=code_input), fsq)
+        with torch.no_grad():
+            model.embed.weight.zero_()
+            states = [model(tokens[:, t : t + 1], actions[:, :1]).state[0] for t in range(4)]
+        distinct = len({tuple(s.flatten().tolist()) for s in states})
+        assert distinct == (4 if code_input else 1)
+    vae = FSQVAE(fsq, VAEConfig())
+    frames = torch.randint(0, 256, (64, 64, 64, 3), dtype=torch.uint8)
+    indices, codes = vae.encode(frames)  # what the encode stage writes
+    model = WorldModel(WMConfig(code_input=True), fsq)
+    torch.testing.assert_close(model.codes[indices], codes)
+    assert "codes" not in model.state_dict()  # derived from the levels, not saved in checkpoints
 
 
 def test_step_matches_forward():

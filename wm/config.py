@@ -122,6 +122,9 @@ class EncodeConfig(_Section):
 
 class WMConfig(_Section):
     embed_dim: int = Field(192, ge=1, le=4096, description="Token embedding size.")
+    code_input: bool = Field(
+        True, description="Add a linear map of the token's FSQ code to its embedding (similar codes, similar input)."
+    )
     hidden: int = Field(256, ge=1, le=8192, description="LSTM hidden size.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LSTM output before the heads.")
     seq_len: int = Field(32, ge=2, le=10_000, description="Training window length in steps (within episodes).")

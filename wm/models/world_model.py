@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wm.config import FSQConfig, WMConfig
+from wm.models.fsq import FSQ
 
 State = tuple[Tensor, Tensor]  # LSTM (h, c), each (1, B, H)
 StepOutput = tuple[Tensor, Tensor, Tensor, State]  # logits (B, K), reward (B,), done_logit (B,), state
@@ -48,6 +49,14 @@ class WorldModel(nn.Module):
         self.reward_weight = wm.reward_weight
         self.done_weight = wm.done_weight
         self.embed = nn.Embedding(self.codebook_size, wm.embed_dim)
+        # FSQ codes are points on a grid, and neighbouring codes decode to similar frames, but a lookup
+        # table learns each of the K rows from that code's own (few) occurrences. Adding a linear map of
+        # the code shares what is learnt across neighbours: on the default data it lowered validation CE
+        # by 0.08-0.12 nats on each of 3 seeds (README, "World model").
+        self.code_proj = None
+        if wm.code_input:
+            self.register_buffer("codes", FSQ(fsq.levels).all_codes(), persistent=False)  # (K, D)
+            self.code_proj = nn.Linear(fsq.dim, wm.embed_dim)
         self.lstm = nn.LSTM(wm.embed_dim + action_dim, wm.hidden, batch_first=True)
         # Dropout before the heads: the collected data is small next to the 0.9M parameters, and
         # without it validation accuracy peaks in a few epochs and falls below the repeat baseline.
@@ -74,7 +83,10 @@ class WorldModel(nn.Module):
         """tokens (B, T) int64, actions (B, T, A) float -> per-step predictions (B, T, ...)."""
         B, T = tokens.shape
         assert actions.shape == (B, T, self.action_dim), f"actions must be (B, T, A), got {actions.shape}"
-        x = torch.cat([self.embed(tokens), actions.to(self.embed.weight.dtype)], dim=-1)  # (B, T, E+A)
+        e = self.embed(tokens)  # (B, T, E)
+        if self.code_proj is not None:
+            e = e + self.code_proj(self.codes[tokens])  # (B, T, D) -> (B, T, E)
+        x = torch.cat([e, actions.to(e.dtype)], dim=-1)  # (B, T, E+A)
         out, state = self.lstm(x, state)  # (B, T, H)
         out = self.dropout(out)
         logits = self.token_head(out).scatter_add(  # (B, T, K), + copy_logit at the current token
