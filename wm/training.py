@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from wm.utils import WmError, atomic_path, write_csv, write_json
+from wm.utils import WmError, atomic_path, raise_if_interrupted, write_csv, write_json
 
 Metrics = dict[str, float]
 
@@ -154,6 +154,7 @@ def train(
             mininterval=2.0,
         )
         for batch in bar:
+            raise_if_interrupted()
             loss, metrics = model.compute_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from enum import IntEnum
@@ -70,10 +71,24 @@ def _on_sigint(signum: int, frame: object) -> None:
 
 
 def install_sticky_interrupt() -> None:
-    """Make Ctrl-C stick: Python drops a KeyboardInterrupt raised inside a weakref callback, a `__del__` or
-    a Box2D contact callback ("Exception ignored in ..."), and the run would go on to write its outputs.
-    The flag set here makes the next atomic write raise instead (see `atomic_path`)."""
+    """Make Ctrl-C stick. Python drops a KeyboardInterrupt raised inside a weakref callback or a `__del__`
+    (it prints "Exception ignored in ..." and carries on), and a stage would then run on and write its
+    outputs. The flag set here is honoured by `raise_if_interrupted` at the next work item and by
+    `atomic_path` before any commit; the dropped exception is not printed, the stage's one line follows."""
     signal.signal(signal.SIGINT, _on_sigint)
+    default_hook = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            default_hook(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def raise_if_interrupted() -> None:
+    """A safe point in long work (per batch, per episode): raise a Ctrl-C that Python swallowed."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -87,8 +102,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
-        if _interrupted:  # a Ctrl-C that was swallowed on the way: never commit work it interrupted
-            raise KeyboardInterrupt
+        raise_if_interrupted()  # never commit work that a (swallowed) Ctrl-C interrupted
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -127,7 +141,10 @@ class WorkerPool:
             self.pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer, initargs)
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
-        return map(fn, items) if self.pool is None else self.pool.map(fn, items)
+        results = map(fn, items) if self.pool is None else self.pool.map(fn, items)
+        for result in results:
+            raise_if_interrupted()
+            yield result
 
     def __enter__(self) -> WorkerPool:
         return self
