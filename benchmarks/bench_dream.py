@@ -23,7 +23,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import numpy as np
 import torch
 
-from wm.config import FSQConfig, WMConfig
+from wm.config import WorldModelConfig
 from wm.dream import DreamEnv
 from wm.envs import make_car_racing
 from wm.models.fsq import FSQ
@@ -32,8 +32,9 @@ from wm.models.world_model import WorldModel
 
 def dream_rate(width: int, steps: int, device: torch.device) -> float:
     """Env-steps/s of `steps` dream steps at batch width `width`, after one warm-up step."""
-    fsq_cfg = FSQConfig()
-    model = WorldModel(WMConfig(), fsq_cfg).to(device).eval()
+    cfg = WorldModelConfig()
+    fsq_cfg = cfg.fsq
+    model = WorldModel(cfg).to(device).eval()
     fsq = FSQ(fsq_cfg.levels).to(device)
     start = torch.arange(fsq_cfg.codebook_size)
     env = DreamEnv(model, fsq, start, width, temperature=1.0, max_steps=steps + 1, device=device)

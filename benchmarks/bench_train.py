@@ -58,7 +58,7 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         vae_batch = args.vae_batch or (cfg.vae.batch_size if device.type == "cpu" else 1024)
         frames = torch.randint(0, 256, (vae_batch, 64, 64, 3), dtype=torch.uint8, generator=g).to(device)
-        vae = FSQVAE(cfg.fsq, cfg.vae).to(device)
+        vae = FSQVAE(cfg.fsq_vae).to(device)
         rate = _rate(vae, frames, vae_batch, args.steps, args.repeats, device)
         print(f"{device.type:>6} {'fsq-vae':>10} {vae_batch:>12} {rate:>10,.0f} img/s")
         B, T = (cfg.wm.batch_size, cfg.wm.seq_len) if device.type == "cpu" else (1024, cfg.wm.seq_len)
@@ -69,7 +69,7 @@ def main() -> None:
             "rewards": torch.rand(B, T, generator=g).to(device),
             "dones": torch.zeros(B, T).to(device),
         }
-        wm = WorldModel(cfg.wm, cfg.fsq).to(device)
+        wm = WorldModel(cfg.world_model).to(device)
         rate = _rate(wm, batch, B * T, args.steps, args.repeats, device)
         print(f"{device.type:>6} {'world-model':>10} {f'{B}x{T}':>12} {rate:>10,.0f} tokens/s")
 

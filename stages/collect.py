@@ -6,8 +6,6 @@ from typing import Annotated
 import typer
 
 from wm.cli import MetricsOut, ParamsOption, load_config, run
-from wm.collect import collect
-from wm.utils import write_json
 
 
 def main(
@@ -16,13 +14,18 @@ def main(
     metrics: MetricsOut = Path("metrics/collect.json"),
 ) -> None:
     """Record `collect.episodes` episodes of the correlated random policy (parallel, seeded per episode)."""
-    cfg = load_config(params)
-    summary, steps_per_s = collect(cfg, out)
+    cfg = load_config(params)  # before the heavy imports: a bad params file answers at once
+
+    from wm.collect import DataCollector
+    from wm.files import write_json
+
+    collector = DataCollector(cfg)
+    summary = collector.collect(out, progress=collector.runtime.progress)
     write_json(metrics, summary)
     print(
         f"collect: {summary['collect/data/episodes']} episodes, {summary['collect/data/steps']} steps "
-        f"at {steps_per_s:.0f} steps/s with {cfg.collect.workers} workers; random-policy return "
-        f"{summary['collect/data/return_mean']:.1f} ± {summary['collect/data/return_std']:.1f} -> {out}"
+        f"at {collector.steps_per_s:.0f} steps/s with {collector.runtime.num_workers} workers; random-policy "
+        f"return {summary['collect/data/return_mean']:.1f} ± {summary['collect/data/return_std']:.1f} -> {out}"
     )
 
 

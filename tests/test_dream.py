@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from wm.config import FSQConfig, WMConfig
-from wm.data import StepData, Tokens
-from wm.dream import DreamEnv, episode_start_tokens
+from wm.config import FSQConfig, WMConfig, WorldModelConfig
+from wm.datafiles import StepData, Tokens
+from wm.dream import DreamEnv, episode_start_tokens, make_dream
 from wm.models.controller import ControllerSpec
 from wm.models.fsq import FSQ
 from wm.models.world_model import WorldModel
@@ -17,7 +17,7 @@ K, D, H = 16, 2, 32
 def tiny_model(seed: int = 0, done_bias: float | None = -20.0) -> WorldModel:
     """A random tiny world model; done_bias (when not None) pins sigmoid(done_logit) near 0 or 1."""
     torch.manual_seed(seed)
-    model = WorldModel(WM_CFG, FSQ_CFG)
+    model = WorldModel(WorldModelConfig(wm=WM_CFG, fsq=FSQ_CFG))
     if done_bias is not None:
         with torch.no_grad():
             model.done_head.weight.zero_()
@@ -205,3 +205,58 @@ def test_more_gas_means_higher_fitness_in_handcrafted_dream():
     fitness = env.evaluate_candidates(spec, params, rollouts_per_candidate=2, seed=0)
     assert fitness[0] < fitness[1] < fitness[2]
     assert abs(float(fitness[0])) < 1e-3  # no gas, no reward
+
+
+def test_worlds_are_shared_by_envs_with_the_same_world_index():
+    """num_worlds W: env b plays world b % W (start token and every uniform), so envs b and b + W given the same
+    actions play the same episode, and envs of different worlds do not."""
+    B, W, T = 6, 2, 8
+    env = make_env(tiny_model(), B, num_worlds=W, start_tokens=torch.arange(K))
+    actions = random_actions(T, W).repeat(1, B // W, 1)  # (T, B, 3): env b gets the actions of world b % W
+    steps = play(env, 5, actions)
+    tokens = torch.stack([s[-2] for s in steps])  # (T + 1, B)
+    rewards = torch.stack([s[1] for s in steps[1:]])  # (T, B)
+    for b in range(W, B):
+        assert torch.equal(tokens[:, b], tokens[:, b % W])
+        torch.testing.assert_close(rewards[:, b], rewards[:, b % W])  # (a batched matmul may round rows apart)
+    assert not torch.equal(tokens[:, 0], tokens[:, 1])
+    with pytest.raises(ValueError, match="multiple of num_worlds"):
+        make_env(tiny_model(), 5, num_worlds=2)
+
+
+def test_settings_are_checked():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="FSQ has 64 codes but the world model 16"):
+        DreamEnv(model, FSQ([4, 4, 4]), torch.arange(K), 2, 1.0, 10, "cpu")
+    for kwargs in ({"temperature": 0.0}, {"max_steps": 0}):
+        with pytest.raises(ValueError, match="need temperature > 0"):
+            make_env(model, 2, **kwargs)
+    with pytest.raises(ValueError, match="done_mode"):
+        make_env(model, 2, done_mode="never")
+    with pytest.raises(ValueError, match="non-empty"):
+        make_env(model, 2, start_tokens=torch.tensor([], dtype=torch.long))
+
+
+def test_make_dream_starts_from_the_first_frames_of_recorded_episodes():
+    steps = StepData(
+        actions=np.zeros((5, 3), np.float32),
+        rewards=np.zeros(5, np.float32),
+        terminated=np.zeros(5, bool),
+        truncated=np.zeros(5, bool),
+        step_offsets=np.array([0, 3, 5]),
+        track_seeds=np.zeros(2, np.uint64),
+    )
+    tokens = Tokens(
+        tokens=np.array([9, 1, 1, 1, 4, 2, 2]), codes=np.zeros((7, D), np.float32), steps=steps, levels=[4, 4]
+    )
+    model = tiny_model().train()
+    dream = make_dream(model, tokens, temperature=1.3, max_steps=12)
+    assert dream.start_tokens.tolist() == [9, 4]
+    assert dream.temperature == 1.3 and dream.max_steps == 12 and dream.num_envs == 1
+    assert dream.model is model and not model.training  # sampled in eval mode (no dropout)
+    assert dream.fsq.levels_list == FSQ_CFG.levels and dream.device == torch.device("cpu")
+    _, info = make_dream(model, tokens, 1.0, 5).reset(0)
+    assert int(info["token"]) in (9, 4)
+    spec = ControllerSpec("linear", z_dim=D)
+    fitness = dream.evaluate_candidates(spec, torch.zeros(3, spec.num_params), rollouts_per_candidate=2, seed=0)
+    assert fitness.shape == (3,) and bool((fitness == fitness[0]).all())  # equal candidates, equal worlds

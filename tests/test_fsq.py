@@ -84,7 +84,32 @@ def test_straight_through_gradient():
     assert z.grad is not None and (z.grad != 0).all()
 
 
+BUFFERS = ("levels", "basis", "half_width", "half_l", "offset", "shift")
+
+
 def test_buffers_non_persistent_and_movable():
+    """The constants are buffers: `.to()` carries them with the module (plain tensor attributes would stay
+    behind on the CPU in float32), yet they stay out of the state dict (derived from the levels)."""
     fsq = FSQ([8, 5, 5, 5])
     assert fsq.state_dict() == {}
-    assert fsq.to(torch.float64).basis.dtype == torch.int64
+    assert set(BUFFERS) <= {name for name, _ in fsq.named_buffers()}
+    z = torch.randn(256, 4, generator=torch.Generator().manual_seed(0)) * 2
+    codes32 = fsq(z)
+
+    # dtype: the float constants follow the module, the integer ones keep their dtype
+    fsq64 = FSQ([8, 5, 5, 5]).to(torch.float64)
+    for name in BUFFERS:
+        expected = torch.int64 if name in ("levels", "basis") else torch.float64
+        assert getattr(fsq64, name).dtype == expected, name
+    codes64 = fsq64(z.double())
+    assert codes64.dtype == torch.float64
+    assert torch.equal(fsq64.codes_to_indices(codes64), fsq.codes_to_indices(codes32))
+    all64 = fsq64.all_codes()
+    assert all64.dtype == torch.float64 and torch.equal(all64.float(), fsq.all_codes())
+
+    # device: every constant moves (the meta device stands in for a GPU)
+    meta = FSQ([8, 5, 5, 5]).to("meta")
+    for name in BUFFERS:
+        assert getattr(meta, name).device.type == "meta", name
+    assert meta(torch.zeros(3, 4, device="meta")).device.type == "meta"
+    assert meta.all_codes().device.type == "meta"

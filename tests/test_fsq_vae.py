@@ -1,9 +1,13 @@
 import math
 
+import pytest
 import torch
 
-from wm.config import FSQConfig, VAEConfig
+from wm.config import FSQConfig, FSQVAEConfig, VAEConfig
+from wm.errors import WmError
 from wm.models.fsq_vae import FSQVAE, FSQVAEOutput, codebook_stats, frames_to_tensor
+
+SMALL = FSQVAEConfig(fsq=FSQConfig(levels=[5, 5]), vae=VAEConfig(latent_dim=8, channels=[8, 8, 16, 16]))
 
 
 def frames(n: int, seed: int = 0) -> torch.Tensor:
@@ -20,7 +24,7 @@ def test_frames_to_tensor():
 
 def test_shapes_and_param_count():
     fsq = FSQConfig()
-    model = FSQVAE(fsq, VAEConfig())
+    model = FSQVAE(FSQVAEConfig())
     n = sum(p.numel() for p in model.parameters())
     assert n == 1_646_663
     out = model(frames(3))
@@ -43,7 +47,7 @@ def smooth_frames(n: int) -> torch.Tensor:
 
 def test_training_lowers_loss():
     torch.manual_seed(0)
-    model = FSQVAE(FSQConfig(levels=[5, 5]), VAEConfig(latent_dim=8, channels=[8, 8, 16, 16]))
+    model = FSQVAE(SMALL)
     batch = smooth_frames(8)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first, metrics = model.compute_loss(batch)
@@ -66,3 +70,25 @@ def test_codebook_stats():
     assert math.isclose(stats["usage"], 0.25) and math.isclose(stats["perplexity"], 1.0)
     stats = codebook_stats(torch.arange(6), 6)
     assert math.isclose(stats["usage"], 1.0) and math.isclose(stats["perplexity"], 6.0, rel_tol=1e-9)
+
+
+def test_publish_and_from_file_round_trip(tmp_path):
+    """A published file rebuilds the same model (config included) from weights only, in eval mode."""
+    torch.manual_seed(0)
+    model = FSQVAE(SMALL)
+    path = tmp_path / "vae.pt"
+    fingerprint = {"seed": 0, "vae": {"lr": 0.001}}
+    model.publish(path, fingerprint, {"epoch": 1})
+    raw = torch.load(path, weights_only=True)  # no pickled objects: plain tensors and JSON strings
+    assert raw["kind"] == "vae" and set(raw["state_dict"]) == set(model.state_dict())
+
+    loaded = FSQVAE.from_file(path, fingerprint)
+    assert not loaded.training and loaded.config == SMALL and loaded.codebook_size == 25
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    f = frames(4)
+    assert torch.equal(loaded(f).recon, model.eval()(f).recon)
+    assert torch.equal(FSQVAE.from_file(path).encode(f)[0], model.encode(f)[0])  # no fingerprint: no check
+
+    with pytest.raises(WmError, match=r"trained under other params \(vae\.lr\).*dvc repro train_vae"):
+        FSQVAE.from_file(path, {"seed": 0, "vae": {"lr": 0.002}})

@@ -1,7 +1,11 @@
-"""The agent in the real game: frame -> FSQ code (-> world-model hidden) -> controller -> action.
+"""The trained agent (World Models' V, M and C) acting on CarRacing observations, and loading it from the
+weights-only model files the pipeline publishes (wm/checkpoints.py).
 
-Used by real-game CMA-ES fitness (wm/es.py) and by evaluation (wm/evaluate.py), in worker processes:
-each worker builds one `Agent` from CPU state dicts and plays whole episodes with one torch thread.
+    agent = wm.load_agent("models")          # models/vae.pt, models/wm.pt, models/controller.pt
+    env = wm.make_car_racing()
+    obs, _ = env.reset(seed=7)
+    agent.reset()
+    action = agent.act(obs)                  # raw (96, 96, 3) observation -> (steer, gas, brake)
 """
 
 from __future__ import annotations
@@ -9,110 +13,108 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import gymnasium
 import numpy as np
 import torch
+from torch import nn
 
-from wm.config import WorldModelAgentConfig, vae_fingerprint, wm_fingerprint
-from wm.envs import make_car_racing
+from wm.checkpoints import Published, fingerprint_changes, read_published
+from wm.config import ControllerConfig, FSQVAEConfig, WorldModelConfig
+from wm.errors import WmError
 from wm.frames import preprocess
-from wm.models.controller import ControllerSpec, make_controller_spec
+from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
-from wm.policies import CorrelatedRandomPolicy
-from wm.training import load_trained
-from wm.utils import Stream, track_seed
-
-
-@dataclass
-class Episode:
-    ret: float
-    steps: int
-    frames: np.ndarray | None = None  # (T, 64, 64, 3) uint8 when recorded
-    recons: np.ndarray | None = None  # (T, 64, 64, 3) uint8 reconstructions of the same frames
 
 
 class Agent:
-    """The V (FSQ-VAE encoder), optional M (world model, for h) and C (controller) of World Models."""
+    """V (FSQ-VAE encoder) -> z, M (world model) -> h when the controller reads it, C (controller) -> action.
 
-    def __init__(self, cfg: WorldModelAgentConfig, vae_state: dict, wm_state: dict | None):
-        torch.set_num_threads(1)  # one process per core: intra-op threads would only contend
-        self.cfg = cfg
-        self.spec: ControllerSpec = make_controller_spec(cfg.ctrl, cfg.fsq, cfg.wm)
-        self.vae = FSQVAE(cfg.fsq, cfg.vae).eval()
-        self.vae.load_state_dict(vae_state)
-        self.wm = None
-        if cfg.ctrl.use_hidden:
-            assert wm_state is not None, "ctrl.use_hidden needs the world model"
-            self.wm = WorldModel(cfg.wm, cfg.fsq).eval()
-            self.wm.load_state_dict(wm_state)
-        self.env: gymnasium.Env | None = None
-        self.env_steps = 0
+    A policy for wm/episodes.py: `reset()` at the start of an episode, then one call per 64x64 frame;
+    `act` takes the raw (96, 96, 3) CarRacing observation instead."""
 
-    def _env(self, max_steps: int) -> gymnasium.Env:
-        if self.env is None or self.env_steps != max_steps:
-            self.env = make_car_racing(fast=self.cfg.env.fast, max_episode_steps=max_steps)
-            self.env_steps = max_steps
-        return self.env
+    needs_frames = True
+
+    def __init__(self, vae: FSQVAE, controller: EvolutionaryController, world_model: WorldModel | None = None):
+        if controller.spec.h_dim and world_model is None:
+            raise ValueError("this controller reads the world model's hidden state h: pass the world model")
+        if controller.spec.z_dim != vae.fsq.dim:
+            raise ValueError(f"controller reads {controller.spec.z_dim}-d codes, the VAE makes {vae.fsq.dim}-d")
+        self.vae, self.controller = vae.eval(), controller.eval()
+        self.world_model = world_model.eval() if controller.spec.h_dim else None
+        self.state = None
+
+    def set_params(self, params: np.ndarray | torch.Tensor) -> None:
+        """Load a flat controller parameter vector (a CMA-ES candidate)."""
+        self.controller.params.copy_(torch.as_tensor(params, dtype=torch.float32))
+
+    def reset(self, rng: np.random.Generator | None = None) -> None:
+        self.state = None if self.world_model is None else self.world_model.initial_state(1)
 
     @torch.no_grad()
-    def play(self, params: np.ndarray | None, seed: int, max_steps: int, record: int = 0) -> Episode:
-        """One episode on track `seed`. params None plays the correlated random data policy instead
-        (the baseline), seeded by the track seed. `record` > 0 keeps that many frames and their
-        reconstructions."""
-        env = self._env(min(max_steps, self.cfg.env.max_episode_steps))
-        obs, _ = env.reset(seed=seed)
-        theta = None if params is None else torch.as_tensor(params, dtype=torch.float32)[None]  # (1, P)
-        random_policy = CorrelatedRandomPolicy(self.cfg.collect.policy, np.random.default_rng(seed))
-        state = None if self.wm is None else self.wm.initial_state(1)
-        ret, t, frames, recons, done = 0.0, 0, [], [], False
-        while not done:
-            # the random baseline needs frames only for a recording
-            frame = preprocess(obs) if theta is not None or t < record else None  # (64, 64, 3) uint8
-            if theta is None:
-                action = random_policy()
-            else:
-                token, z = self.vae.encode(torch.from_numpy(frame)[None])  # (1,), (1, D)
-                h = None if self.wm is None else WorldModel.hidden_of(state)  # (1, H)
-                act = self.spec.act(theta, self.spec.observation(z, h))  # (1, 3)
-                if self.wm is not None:
-                    _, _, _, state = self.wm.step(token, act, state)
-                action = act[0].numpy()
-                if t < record:
-                    recons.append(self.vae.decode_codes(z))
-            if t < record:
-                frames.append(frame)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            ret += float(reward)
-            t += 1
-            done = terminated or truncated
-        if not recons:
-            return Episode(ret, t, np.stack(frames) if frames else None)
-        rec = torch.cat(recons).permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
-        return Episode(ret, t, np.stack(frames), rec)
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """(64, 64, 3) uint8 frame -> action (3,) float32."""
+        token, z = self.vae.encode(torch.from_numpy(frame)[None])  # (1,), (1, D)
+        h = None if self.world_model is None else WorldModel.hidden_of(self.state)  # (1, H)
+        action = self.controller(self.controller.spec.observation(z, h))  # (1, 3)
+        if self.world_model is not None:
+            _, _, _, self.state = self.world_model.step(token, action, self.state)
+        return action[0].numpy()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Raw CarRacing observation (96, 96, 3) uint8 -> action (3,) float32 (steer, gas, brake)."""
+        return self(preprocess(obs))
 
 
-def load_upstream(cfg: WorldModelAgentConfig, vae: Path, world_model: Path) -> tuple[dict, dict]:
-    """CPU state dicts of the trained VAE and world model (their best validation epochs), refusing
-    checkpoints trained under other params."""
-    return (
-        load_trained(vae, vae_fingerprint(cfg), "train_vae")["best_model"],
-        load_trained(world_model, wm_fingerprint(cfg), "train_wm")["best_model"],
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+@dataclass(frozen=True)
+class AgentModels:
+    """What a worker process needs to build an Agent (picklable): the VAE, the world model when the
+    controller reads h, and the controller's config (its parameters come with each episode)."""
+
+    vae: tuple[FSQVAEConfig, dict]
+    controller: ControllerConfig
+    world_model: tuple[WorldModelConfig, dict] | None = None
+
+    @classmethod
+    def of(cls, vae: FSQVAE, controller: ControllerConfig, world_model: WorldModel | None = None) -> AgentModels:
+        wm = (world_model.config, _cpu_state(world_model)) if controller.ctrl.use_hidden else None
+        return cls((vae.config, _cpu_state(vae)), controller, wm)
+
+    def build(self) -> Agent:
+        def rebuild(module_cls: type[nn.Module], pair: tuple) -> nn.Module:
+            module = module_cls(pair[0])
+            module.load_state_dict(pair[1])
+            return module
+
+        wm = None if self.world_model is None else rebuild(WorldModel, self.world_model)
+        return Agent(rebuild(FSQVAE, self.vae), EvolutionaryController(self.controller), wm)
+
+
+def _check_belongs(upstream: Published, downstream: Published, names: tuple[Path, Path]) -> None:
+    """A downstream model's fingerprint contains its upstream's: refuse files from different runs."""
+    changed = fingerprint_changes(
+        upstream.fingerprint, {k: downstream.fingerprint.get(k) for k in upstream.fingerprint}
     )
+    if changed:
+        raise WmError(f"{names[0]} and {names[1]} come from different runs (they differ in {', '.join(changed)})")
 
 
-# Worker-process plumbing: one Agent per process, built once by the pool initializer.
-_agent: dict = {}
-
-
-def init_worker(cfg: WorldModelAgentConfig, vae_state: dict, wm_state: dict | None) -> None:
-    _agent["agent"] = Agent(cfg, vae_state, wm_state)
-
-
-def play_task(task: tuple[np.ndarray | None, int, int, int]) -> Episode:
-    params, seed, max_steps, record = task
-    return _agent["agent"].play(params, seed, max_steps, record)
-
-
-def stream_seeds(master: int, stream: Stream, start: int, count: int) -> list[int]:
-    return [track_seed(master, stream, i) for i in range(start, start + count)]
+def load_agent(models: str | Path = "models") -> Agent:
+    """The trained agent from a folder of published model files (what `dvc repro` or `dvc pull` leaves in
+    models/): vae.pt, controller.pt and, when the controller reads h, wm.pt."""
+    paths = {
+        kind: Path(models) / name
+        for kind, name in (("vae", "vae.pt"), ("wm", "wm.pt"), ("controller", "controller.pt"))
+    }
+    vae = read_published(paths["vae"], "vae")
+    ctrl = read_published(paths["controller"], "controller")
+    _check_belongs(vae, ctrl, (paths["vae"], paths["controller"]))
+    world_model = None
+    if ControllerConfig.model_validate(ctrl.config).ctrl.use_hidden:
+        found = read_published(paths["wm"], "wm")
+        _check_belongs(found, ctrl, (paths["wm"], paths["controller"]))
+        world_model = WorldModel.from_published(found)
+    return Agent(FSQVAE.from_published(vae), EvolutionaryController.from_published(ctrl), world_model)

@@ -1,4 +1,8 @@
-"""What every stage CLI shares: the --params option and one-line errors instead of tracebacks."""
+"""What every stage script shares: the typer options, one-line errors instead of tracebacks, config loading.
+
+Stage scripts import their heavy modules inside `main`, so `--help` and a bad params file answer at once, and
+each stage's DVC deps (the files it imports, tools/stage_deps.py) stay those it really runs.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-from wm.config import ConfigError, WorldModelAgentConfig, load_params
-from wm.utils import WmError, install_sticky_interrupt, seed_everything
+from wm.config import WorldModelAgentConfig, load_params
+from wm.errors import WmError
+from wm.interrupt import install_sticky_interrupt
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -20,27 +25,28 @@ ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="Parameters f
 # Inputs and outputs shared by several stages (their defaults are the paths in dvc.yaml).
 RolloutsIn = Annotated[Path, typer.Option(help="Rollouts from the collect stage.")]
 TokensIn = Annotated[Path, typer.Option(help="Tokens from the encode stage.")]
-VaeIn = Annotated[Path, typer.Option(help="Trained FSQ-VAE checkpoint.")]
-WorldModelIn = Annotated[Path, typer.Option(help="Trained world model checkpoint.")]
+VaeIn = Annotated[Path, typer.Option(help="Trained FSQ-VAE (weights-only model file).")]
+WorldModelIn = Annotated[Path, typer.Option(help="Trained world model (weights-only model file).")]
+ControllerIn = Annotated[Path, typer.Option(help="Trained controller (weights-only model file).")]
+ModelOut = Annotated[Path, typer.Option(help="Weights-only model file (its resume checkpoint lives in WM_CACHE_DIR).")]
 MetricsOut = Annotated[Path, typer.Option(help="Metrics file (JSON), tracked by `dvc metrics`.")]
 PlotsOut = Annotated[Path, typer.Option(help="Folder of plot data, drawn by `dvc plots`.")]
-CheckpointOut = Annotated[Path, typer.Option(help="Checkpoint, resumed when it was written under the same params.")]
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Print ConfigError/WmError as `error: ...` lines on stderr and exit 2 (Ctrl-C: one line, exit 130),
-    with no traceback."""
+    """Print WmError (ConfigError included) as `error: ...` lines on stderr and exit 2 (Ctrl-C: one line,
+    exit 130), with no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, WmError) as err:
+        except WmError as err:
             for line in str(err).splitlines():
                 print(f"error: {line}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            # Outputs are written atomically and training checkpoints every epoch/generation.
+            # Outputs are written atomically and training resumes from its resume checkpoint.
             print("interrupted: no partial output was kept; rerun to resume from the last checkpoint", file=sys.stderr)
             raise SystemExit(130) from None
 
@@ -48,8 +54,12 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def load_config(params: Path) -> WorldModelAgentConfig:
-    """Load params and seed every RNG from them: the first two lines of every stage."""
+    """The first line of every stage: validate params and the runtime settings, seed every RNG."""
+    from wm.runtime import load_runtime
+    from wm.seeding import seed_everything
+
     cfg = load_params(params)
+    load_runtime()
     seed_everything(cfg.seed)
     return cfg
 

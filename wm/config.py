@@ -15,29 +15,19 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class ConfigError(Exception):
-    """A user-facing configuration problem: ``str(err)`` is one line per problem, ready to print."""
+from wm.errors import ConfigError
+from wm.seeding import MAX_EPISODES, MAX_SEED
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# Track seeds of collect, controller training and evaluation are drawn from disjoint streams
-# (wm.utils.track_seed), each with room for this many episodes.
-MAX_EPISODES = 2**20
-
 Level = Annotated[int, Field(ge=2, le=64, description="number of quantization levels of one dimension")]
 
 
 class EnvConfig(_Section):
     id: Literal["CarRacing-v3"] = Field("CarRacing-v3", description="Gymnasium environment id.")
-    fast: bool = Field(
-        True,
-        description="Use wm.envs.FastCarRacing: pixel-identical observations to stock CarRacing-v3, "
-        "several times faster (tests/test_fast_env.py proves the identity).",
-    )
     max_episode_steps: int = Field(1000, ge=10, le=100_000, description="TimeLimit truncation, in steps.")
 
 
@@ -67,7 +57,6 @@ class CollectConfig(_Section):
     max_steps: int = Field(
         400, ge=2, le=100_000, description="Steps per episode at most (the env may end the episode first)."
     )
-    workers: int = Field(2, ge=1, le=512, description="Parallel worker processes (output is independent of it).")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Random policy parameters.")
 
 
@@ -104,12 +93,6 @@ class VAEConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     val_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="Fraction of episodes held out for validation (split by episode)."
-    )
-    load_limit_gb: float = Field(
-        8.0,
-        ge=0.0,
-        description="Training frames up to this size are loaded into memory (or GPU memory); larger datasets "
-        "are streamed from the HDF5 file in shuffled blocks.",
     )
     max_frames: int = Field(
         0, ge=0, description="Use at most this many training frames per epoch, sampled (0 = all of them)."
@@ -156,7 +139,6 @@ class CtrlConfig(_Section):
     rollouts: int = Field(2, ge=1, le=10_000, description="Episodes (tracks) averaged per candidate.")
     max_steps: int = Field(500, ge=1, le=100_000, description="Steps per fitness episode (dream or real).")
     temperature: float = Field(1.0, gt=0.0, le=100.0, description="Dream sampling temperature of next tokens.")
-    workers: int = Field(2, ge=1, le=512, description="Worker processes for real-game fitness.")
 
     @model_validator(mode="after")
     def _track_budget(self) -> CtrlConfig:
@@ -170,15 +152,37 @@ class EvalConfig(_Section):
         8, ge=1, le=MAX_EPISODES, description="Real-game evaluation episodes (tracks unseen in collect)."
     )
     max_steps: int = Field(1000, ge=1, le=100_000, description="Steps per evaluation episode at most.")
-    workers: int = Field(2, ge=1, le=512, description="Parallel worker processes.")
     video: bool = Field(True, description="Write a GIF of one episode: real frame beside its reconstruction.")
     video_steps: int = Field(300, ge=1, le=100_000, description="Frames in the video at most.")
+
+
+class FSQVAEConfig(_Section):
+    """What builds an FSQ-VAE: ``FSQVAE(cfg.fsq_vae)``."""
+
+    fsq: FSQConfig = Field(default_factory=FSQConfig, description="Finite scalar quantizer.")
+    vae: VAEConfig = Field(default_factory=VAEConfig, description="FSQ-VAE model and training.")
+
+
+class WorldModelConfig(_Section):
+    """What builds a token world model: ``WorldModel(cfg.world_model)``."""
+
+    wm: WMConfig = Field(default_factory=WMConfig, description="Token world model and training.")
+    fsq: FSQConfig = Field(default_factory=FSQConfig, description="Finite scalar quantizer (the token space).")
+
+
+class ControllerConfig(_Section):
+    """What builds a controller: ``EvolutionaryController(cfg.controller)``; its input size follows the FSQ
+    code dimension and, with ``ctrl.use_hidden``, the LSTM's hidden size."""
+
+    ctrl: CtrlConfig = Field(default_factory=CtrlConfig, description="Controller and CMA-ES.")
+    fsq: FSQConfig = Field(default_factory=FSQConfig, description="Finite scalar quantizer (the code z).")
+    wm: WMConfig = Field(default_factory=WMConfig, description="Token world model (the hidden state h).")
 
 
 class WorldModelAgentConfig(_Section):
     """All of ``params.yaml``."""
 
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Master seed; every stage derives its seeds from it.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Master seed; every stage derives its seeds from it.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device; auto = CUDA if present.")
     env: EnvConfig = Field(default_factory=EnvConfig, description="The real game.")
     collect: CollectConfig = Field(default_factory=CollectConfig, description="Random rollouts.")
@@ -189,34 +193,38 @@ class WorldModelAgentConfig(_Section):
     ctrl: CtrlConfig = Field(default_factory=CtrlConfig, description="Controller and CMA-ES.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Real-game evaluation.")
 
+    @property
+    def fsq_vae(self) -> FSQVAEConfig:
+        return FSQVAEConfig(fsq=self.fsq, vae=self.vae)
 
-def _without(section: dict, *keys: str) -> dict:
-    return {k: v for k, v in section.items() if k not in keys}
+    @property
+    def world_model(self) -> WorldModelConfig:
+        return WorldModelConfig(wm=self.wm, fsq=self.fsq)
+
+    @property
+    def controller(self) -> ControllerConfig:
+        return ControllerConfig(ctrl=self.ctrl, fsq=self.fsq, wm=self.wm)
+
+
+# Fingerprints: the params that determine a stage's output, its inputs' included. A published model carries
+# its fingerprint, and a stage refuses an upstream model whose fingerprint differs from the current params (a
+# stale model is an error, not a silent mismatch). Resume checkpoints are keyed by them too (wm/checkpoints.py).
 
 
 def collect_fingerprint(cfg: WorldModelAgentConfig) -> dict:
-    """The params that determine the collected data. Worker counts and env.fast are left out: the
-    file is byte-identical whatever they are (tests/test_collect.py, tests/test_fast_env.py)."""
-    d = cfg.model_dump(mode="json")
-    return {"seed": d["seed"], "env": _without(d["env"], "fast"), "collect": _without(d["collect"], "workers")}
+    return cfg.model_dump(mode="json", include={"seed", "env", "collect"})
 
 
 def vae_fingerprint(cfg: WorldModelAgentConfig) -> dict:
-    """The params that determine the trained VAE, its data included. Left out: epochs (training
-    continues exactly, see wm/training.py) and load_limit_gb (where frames live, not what they are)."""
-    d = cfg.model_dump(mode="json")
-    return collect_fingerprint(cfg) | {"fsq": d["fsq"], "vae": _without(d["vae"], "epochs", "load_limit_gb")}
+    return collect_fingerprint(cfg) | cfg.model_dump(mode="json", include={"fsq", "vae"})
 
 
 def wm_fingerprint(cfg: WorldModelAgentConfig) -> dict:
-    """The params that determine the trained world model: the VAE's and the wm section but epochs."""
-    return vae_fingerprint(cfg) | {"wm": _without(cfg.wm.model_dump(mode="json"), "epochs")}
+    return vae_fingerprint(cfg) | cfg.model_dump(mode="json", include={"wm"})
 
 
 def ctrl_fingerprint(cfg: WorldModelAgentConfig) -> dict:
-    """The params that determine the trained controller: the world model's and the ctrl section
-    without generations (more generations continue a finished run exactly) and workers."""
-    return wm_fingerprint(cfg) | {"ctrl": _without(cfg.ctrl.model_dump(mode="json"), "generations", "workers")}
+    return wm_fingerprint(cfg) | cfg.model_dump(mode="json", include={"ctrl"})
 
 
 def _format_errors(err: ValidationError) -> str:

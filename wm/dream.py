@@ -36,8 +36,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from wm.config import WorldModelAgentConfig
-from wm.data import Tokens
+from wm.datafiles import Tokens
 from wm.models.controller import ACTION_DIM, ControllerSpec
 from wm.models.fsq import FSQ
 from wm.models.world_model import State, WorldModel
@@ -206,11 +205,8 @@ class DreamEnv:
         return returns.view(P, R).mean(dim=1)  # (P * R,) -> (P, R) -> (P,)
 
 
-def make_dream(
-    cfg: WorldModelAgentConfig, wm_state: dict, tokens: Tokens, max_steps: int, device: torch.device | str
-) -> DreamEnv:
-    """The dream of a trained world model at `ctrl.temperature`, started from real episode starts."""
-    model = WorldModel(cfg.wm, cfg.fsq).to(device).eval()
-    model.load_state_dict(wm_state)
-    fsq = FSQ(cfg.fsq.levels).to(device)
-    return DreamEnv(model, fsq, episode_start_tokens(tokens), 1, cfg.ctrl.temperature, max_steps, device)
+def make_dream(world_model: WorldModel, tokens: Tokens, temperature: float, max_steps: int) -> DreamEnv:
+    """The dream of a trained world model (on its device), started from real episode starts."""
+    device = next(world_model.parameters()).device
+    fsq = FSQ(world_model.config.fsq.levels).to(device)
+    return DreamEnv(world_model.eval(), fsq, episode_start_tokens(tokens), 1, temperature, max_steps, device)

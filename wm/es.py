@@ -10,8 +10,8 @@ the distribution mean is evaluated beside the population, so the curve of the me
 without the optimism of "best of 16 noisy candidates".
 
 The CMA-ES state (pycma pickles it), numpy's global RNG (which pycma samples from), the generation,
-the history and the best candidate are checkpointed after every generation, so a killed run resumes
-and ends exactly where an uninterrupted one would.
+the history and the best candidate go to a resume checkpoint after every generation (wm/checkpoints.py),
+so a killed run resumes and ends exactly where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import cma
 import numpy as np
 import torch
 
-from wm.agent import play_task, stream_seeds
+from wm.checkpoints import ResumeCache
 from wm.dream import DreamEnv
+from wm.episodes import EpisodeTask, play_task
+from wm.errors import WmError
 from wm.models.controller import ControllerSpec
-from wm.training import resumable_checkpoint, save_checkpoint
-from wm.utils import Stream, WmError, WorkerPool
+from wm.parallel import WorkerPool
+from wm.seeding import Stream, int_seed
 
 # candidates (C, P) float64, generation -> fitness (C,) float64 (higher is better)
 Fitness = Callable[[np.ndarray, int], np.ndarray]
@@ -41,36 +42,32 @@ class ESSpec:
     sigma0: float
     generations: int
     seed: int
-    checkpoint: Path
-    fingerprint: dict  # without `generations` (more generations continue a finished run exactly)
+    cache: ResumeCache  # keyed without `generations`: more generations continue a finished run exactly
 
 
 def _new_state(spec: ESSpec, num_params: int) -> dict:
-    # pycma draws from numpy's global RNG, seeded here through its `seed` option (must be > 0).
+    # pycma draws from numpy's global RNG, seeded here through its `seed` option (32 bits, > 0).
     es = cma.CMAEvolutionStrategy(
         np.zeros(num_params),
         spec.sigma0,
-        {"popsize": spec.popsize, "seed": spec.seed + 1, "verbose": -9, "verb_log": 0, "verb_disp": 0},
+        {
+            "popsize": spec.popsize,
+            "seed": int_seed(spec.seed, Stream.CMA, bits=32),
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+        },
     )
     return {"es": es, "generation": 0, "history": [], "best": None, "best_fitness": -np.inf}
 
 
 def _load_state(spec: ESSpec, num_params: int) -> dict:
-    ckpt = resumable_checkpoint(spec.checkpoint, spec.fingerprint, "ctrl", "generation", spec.generations)
+    ckpt = spec.cache.load("generation", spec.generations)
     if ckpt is None:
         return _new_state(spec, num_params)
     state = ckpt["es_state"]
     np.random.set_state(state.pop("numpy_rng"))  # noqa: NPY002 - pycma's RNG
     return state
-
-
-def _clear_timers(es: cma.CMAEvolutionStrategy) -> None:
-    """pycma keeps wall-clock timers in its (pickled) state; zero them so that equal runs write
-    byte-identical checkpoints (DVC hashes them). Nothing here reads them: no `timeout` stop rule."""
-    for timer in (es.timer, es.logger.timer_plot, es.logger.timer_all):
-        for key, value in vars(timer).items():
-            if isinstance(value, float):
-                setattr(timer, key, 0.0)
 
 
 def run_cma_es(
@@ -108,14 +105,9 @@ def run_cma_es(
         }
         state["history"].append(row)
         state["generation"] = g + 1
-        _clear_timers(es)
-        save_checkpoint(
-            spec.checkpoint,
+        spec.cache.save(
             es_state=state | {"numpy_rng": np.random.get_state()},  # noqa: NPY002 - pycma's RNG
             generation=state["generation"],
-            fingerprint=spec.fingerprint,
-            controller=state["best"],
-            spec=ctrl_spec,
         )
         if on_generation is not None:
             on_generation(state)
@@ -131,14 +123,14 @@ def run_cma_es(
     return state
 
 
-def real_fitness(pool: WorkerPool, master_seed: int, rollouts: int, max_steps: int) -> Fitness:
+def real_fitness(pool: WorkerPool, rollouts: int, max_steps: int) -> Fitness:
     """Mean real-game return over `rollouts` tracks, the same tracks for every candidate of a
     generation and new tracks each generation (stream CTRL: never the collected or evaluation tracks)."""
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
-        seeds = stream_seeds(master_seed, Stream.CTRL, generation * rollouts, rollouts)
-        tasks = [(c.astype(np.float32), s, max_steps, 0) for c in candidates for s in seeds]
-        returns = np.array([ep.ret for ep in pool.map(play_task, tasks)])  # (C * R,)
+        tracks = [(Stream.CTRL, generation * rollouts + r) for r in range(rollouts)]
+        tasks = [EpisodeTask(t, t, max_steps, params=c.astype(np.float32)) for c in candidates for t in tracks]
+        returns = np.array([ep.ret for ep in pool.map(play_task, tasks)])  # (C * R,), candidate-major
         return returns.reshape(len(candidates), rollouts).mean(axis=1)  # (C, R) -> (C,)
 
     return fitness
@@ -149,7 +141,7 @@ def dream_fitness(dream: DreamEnv, ctrl_spec: ControllerSpec, master_seed: int, 
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
         params = torch.as_tensor(candidates, dtype=torch.float32)
-        seed = master_seed * 1_000_003 + generation
+        seed = int_seed(master_seed, Stream.DREAM, generation)
         return dream.evaluate_candidates(ctrl_spec, params, rollouts, seed).cpu().double().numpy()
 
     return fitness

@@ -1,8 +1,12 @@
-"""The random data-collection policy.
+"""Policies: what picks the action in an episode of the real game (wm/episodes.py runs the episode).
 
-I.i.d. uniform actions barely move the car: gas and brake average out and steering jitters around 0, so
-a dataset of them shows the start of the track and little else (in a public implementation of this
-design the VAE then used 6 codes). We use temporally correlated actions instead:
+A policy is reset with the episode's own RNG and then called once per step with the preprocessed 64x64 frame
+(None when `needs_frames` is False: the frame is not computed for it). Two kinds exist: the correlated random
+policy below, which collects data and is the baseline of evaluation, and the trained agent (wm/agent.py).
+
+The random policy. I.i.d. uniform actions barely move the car: gas and brake average out and steering
+jitters around 0, so a dataset of them shows the start of the track and little else (in a public
+implementation of this design the VAE then used 6 codes). We use temporally correlated actions instead:
 - steering follows a mean-reverting random walk (an Ornstein-Uhlenbeck-like process, cf. the brownian
   actions of ctallec/world-models) so the car drifts through long curves and sometimes off the road;
 - gas/brake are held for random segments of `hold_min..hold_max` steps, with gas drawn around
@@ -11,21 +15,35 @@ design the VAE then used 6 codes). We use temporally correlated actions instead:
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from wm.config import PolicyConfig
 
 
-class CorrelatedRandomPolicy:
-    def __init__(self, cfg: PolicyConfig, rng: np.random.Generator):
-        self.cfg = cfg
-        self.rng = rng
-        self.steer = 0.0
-        self.gas = 0.0
-        self.brake = 0.0
-        self.hold_left = 0
+class Policy(Protocol):
+    needs_frames: bool  # whether __call__ reads the frame
 
-    def __call__(self) -> np.ndarray:
+    def reset(self, rng: np.random.Generator) -> None:
+        """Start an episode; `rng` is the episode's own stream (wm/seeding.py)."""
+
+    def __call__(self, frame: np.ndarray | None) -> np.ndarray:
+        """(64, 64, 3) uint8 frame (or None) -> action (3,) float32: steering, gas, brake."""
+
+
+class CorrelatedRandomPolicy:
+    needs_frames = False
+
+    def __init__(self, cfg: PolicyConfig):
+        self.cfg = cfg
+        self.reset(np.random.default_rng(0))
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.steer, self.gas, self.brake, self.hold_left = 0.0, 0.0, 0.0, 0
+
+    def __call__(self, frame: np.ndarray | None = None) -> np.ndarray:
         cfg, rng = self.cfg, self.rng
         self.steer = float(np.clip(cfg.steer_decay * self.steer + cfg.steer_sigma * rng.normal(), -1.0, 1.0))
         if self.hold_left == 0:

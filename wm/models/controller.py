@@ -23,14 +23,15 @@ learn not to. With the clip, braking is something a candidate has to opt into.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from wm.config import CtrlConfig, FSQConfig, WMConfig
+from wm.checkpoints import PublishedModule
+from wm.config import ControllerConfig
 
 ACTION_DIM = 3  # CarRacing: steering, gas, brake
 
@@ -53,6 +54,11 @@ class ControllerSpec:
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "mlp"):
             raise ValueError(f"unknown controller kind {self.kind!r}")
+
+    @classmethod
+    def from_config(cls, config: ControllerConfig) -> ControllerSpec:
+        c = config.ctrl
+        return cls(c.kind, config.fsq.dim, config.wm.hidden if c.use_hidden else 0, c.mlp_hidden)
 
     @property
     def obs_dim(self) -> int:
@@ -91,42 +97,22 @@ class ControllerSpec:
         return squash_actions(torch.einsum("nam,nm->na", W2, hidden) + b2)
 
 
-def make_controller_spec(ctrl: CtrlConfig, fsq: FSQConfig, wm: WMConfig) -> ControllerSpec:
-    return ControllerSpec(
-        kind=ctrl.kind, z_dim=fsq.dim, h_dim=wm.hidden if ctrl.use_hidden else 0, mlp_hidden=ctrl.mlp_hidden
-    )
+class EvolutionaryController(PublishedModule, nn.Module):
+    """One controller as a module: ``EvolutionaryController(cfg.controller)`` holds a flat parameter vector
+    (all zeros unless given), the search space of CMA-ES; ``forward`` maps observations to actions."""
 
+    kind = "controller"
+    config_class = ControllerConfig
 
-class Controller(nn.Module):
-    """One controller: a flat parameter buffer plus its spec, saved in the state_dict as extra state
-    so ``Controller.from_state_dict(torch.load(path))`` rebuilds it without the config."""
-
-    def __init__(self, spec: ControllerSpec, params: Tensor | None = None) -> None:
+    def __init__(self, config: ControllerConfig, params: Tensor | np.ndarray | None = None) -> None:
         super().__init__()
-        self.spec = spec
-        if params is None:
-            params = torch.zeros(spec.num_params)
-        assert params.shape == (spec.num_params,), f"need {spec.num_params} params, got {tuple(params.shape)}"
+        self.config = config
+        self.spec = ControllerSpec.from_config(config)
+        params = torch.zeros(self.spec.num_params) if params is None else torch.as_tensor(params)
+        assert params.shape == (self.spec.num_params,), f"need {self.spec.num_params} params, got {tuple(params.shape)}"
         # A buffer, not a Parameter: CMA-ES sets it wholesale and never needs its gradient.
         self.register_buffer("params", params.detach().to(torch.float32).clone())
 
-    @classmethod
-    def from_flat(cls, spec: ControllerSpec, vector: Tensor | np.ndarray) -> Controller:
-        return cls(spec, torch.as_tensor(np.asarray(vector) if not torch.is_tensor(vector) else vector))
-
-    @classmethod
-    def from_state_dict(cls, state_dict: dict[str, Any]) -> Controller:
-        model = cls(ControllerSpec(**state_dict["_extra_state"]))
-        model.load_state_dict(state_dict)
-        return model
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return asdict(self.spec)
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if ControllerSpec(**state) != self.spec:
-            raise ValueError(f"checkpoint controller {state} does not match this one, {asdict(self.spec)}")
-
     def forward(self, obs: Tensor) -> Tensor:
-        """obs (B, O) -> actions (B, 3), the same controller for every row."""
+        """obs (B, X) -> actions (B, 3), the same controller for every row."""
         return self.spec.act(self.params.expand(obs.shape[0], -1), obs)  # (P,) -> (B, P), a view

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wm.config import FSQConfig, VAEConfig
+from wm.checkpoints import PublishedModule
+from wm.config import FSQVAEConfig
 from wm.models.fsq import FSQ
 
 FRAME_SIZE = 64
@@ -41,9 +42,16 @@ class FSQVAEOutput(NamedTuple):
     indices: Tensor  # (B,) int64 tokens in [0, K)
 
 
-class FSQVAE(nn.Module):
-    def __init__(self, fsq: FSQConfig, vae: VAEConfig) -> None:
+class FSQVAE(PublishedModule, nn.Module):
+    """``FSQVAE(cfg.fsq_vae)``; ``encode`` uint8 frames to tokens and codes, ``decode_*`` back to images."""
+
+    kind = "vae"
+    config_class = FSQVAEConfig
+
+    def __init__(self, config: FSQVAEConfig) -> None:
         super().__init__()
+        self.config = config
+        fsq, vae = config.fsq, config.vae
         c1, c2, c3, c4 = vae.channels
         self.bottom_channels = c4
         flat = c4 * _BOTTOM * _BOTTOM

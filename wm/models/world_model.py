@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wm.config import FSQConfig, WMConfig
+from wm.checkpoints import PublishedModule
+from wm.config import WorldModelConfig
+from wm.metrics import Count
 from wm.models.fsq import FSQ
 
 State = tuple[Tensor, Tensor]  # LSTM (h, c), each (1, B, H)
@@ -39,9 +41,16 @@ class WorldModelOutput(NamedTuple):
 _COPY_INIT = 2.0  # softmax(2) over a near-uniform K=1000 puts ~1% on the current token at step 0
 
 
-class WorldModel(nn.Module):
-    def __init__(self, wm: WMConfig, fsq: FSQConfig, action_dim: int = 3) -> None:
+class WorldModel(PublishedModule, nn.Module):
+    """``WorldModel(cfg.world_model)``: ``forward`` over windows for training, ``step`` for batched dreams."""
+
+    kind = "wm"
+    config_class = WorldModelConfig
+
+    def __init__(self, config: WorldModelConfig, action_dim: int = 3) -> None:
         super().__init__()
+        self.config = config
+        wm, fsq = config.wm, config.fsq
         self.codebook_size = fsq.codebook_size
         self.action_dim = action_dim
         self.hidden = wm.hidden
@@ -51,15 +60,13 @@ class WorldModel(nn.Module):
         self.embed = nn.Embedding(self.codebook_size, wm.embed_dim)
         # FSQ codes are points on a grid, and neighbouring codes decode to similar frames, but a lookup
         # table learns each of the K rows from that code's own (few) occurrences. Adding a linear map of
-        # the code shares what is learnt across neighbours: on the 100-episode data it lowered validation CE
-        # by 0.08-0.12 nats on each of 3 seeds (README, "Results").
+        # the code shares what is learnt across neighbours (`wm.code_input`).
         self.code_proj = None
         if wm.code_input:
             self.register_buffer("codes", FSQ(fsq.levels).all_codes(), persistent=False)  # (K, D)
             self.code_proj = nn.Linear(fsq.dim, wm.embed_dim)
         self.lstm = nn.LSTM(wm.embed_dim + action_dim, wm.hidden, batch_first=True)
-        # Optional dropout before the heads (`wm.dropout`, off by default): on the 100-episode data 0.2
-        # did not lift validation accuracy above the repeat baseline; more data did (README, "Results").
+        # Optional dropout before the heads (`wm.dropout`, off by default).
         self.dropout = nn.Dropout(wm.dropout)
         self.token_head = nn.Linear(wm.hidden, self.codebook_size)
         self.reward_head = nn.Linear(wm.hidden, 1)  # regresses reward * reward_scale
@@ -106,8 +113,8 @@ class WorldModel(nn.Module):
         """CE(next token) + reward_weight * MSE(scaled reward) + done_weight * BCE(done).
 
         batch: tokens (B, T+1) int64, actions (B, T, A), rewards (B, T), dones (B, T) in {0, 1}.
-        Metrics (python floats, no split prefix) include done_tp/fp/fn counts (logit > 0) so the caller
-        can aggregate precision/recall over an epoch, and repeat_acc, the accuracy of predicting
+        Metrics (batch means as python floats, no split prefix) include done_tp/fp/fn as `Count`s
+        (logit > 0), summed over an epoch for precision/recall, and repeat_acc, the accuracy of predicting
         "next token = current token", the trivial baseline the model has to beat.
         """
         tokens, actions = batch["tokens"], batch["actions"]
@@ -135,8 +142,8 @@ class WorldModel(nn.Module):
                 "acc": float((top5[..., 0] == targets).float().mean()),
                 "top5": float((top5 == targets[..., None]).any(-1).float().mean()),
                 "repeat_acc": float((inputs == targets).float().mean()),
-                "done_tp": float((pred_done & true_done).sum()),
-                "done_fp": float((pred_done & ~true_done).sum()),
-                "done_fn": float((~pred_done & true_done).sum()),
+                "done_tp": Count((pred_done & true_done).sum()),
+                "done_fp": Count((pred_done & ~true_done).sum()),
+                "done_fn": Count((~pred_done & true_done).sum()),
             }
         return loss, metrics

@@ -1,4 +1,4 @@
-"""wm.data: frame and window loaders, the episode split, frame reads and the history writer.
+"""wm.batches: frame and window loaders, and the train/validation split by episode.
 
 Everything here runs on small hand-built arrays and HDF5 files whose contents encode their own
 indices, so every check is exact: no environment, no training.
@@ -6,29 +6,18 @@ indices, so every check is exact: no environment, no training.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
-from wm.data import (
-    FrameLoader,
-    StepData,
-    Tokens,
-    WindowLoader,
-    episode_frame_indices,
-    read_frames,
-    split_episodes,
-)
-from wm.training import write_history
-from wm.utils import WmError
+from wm.batches import FrameLoader, WindowLoader, episode_frame_indices, split_episodes
+from wm.datafiles import StepData, Tokens
+from wm.errors import WmError
+from wm.seeding import Stream, numpy_rng
 
 CPU = torch.device("cpu")
-N_FRAMES = 300
 # Non-contiguous, like the training frames of a few episodes: gaps of 1 and of many frames.
 TRAIN_IDX = np.r_[0:50, 51:52, 80:200, 210:297]
 
@@ -41,19 +30,6 @@ def frame_ids(batch: torch.Tensor | np.ndarray) -> np.ndarray:
     """Decode the index that `fake_frames` wrote into pixel (0, 0) of each frame."""
     b = np.asarray(batch, dtype=np.int64)
     return b[:, 0, 0, 0] + 256 * b[:, 0, 0, 1]
-
-
-@pytest.fixture(scope="module")
-def frames_h5(tmp_path_factory):
-    """An HDF5 'frames' dataset laid out like rollouts.h5 (chunked, gzip); frame i encodes i."""
-    frames = np.random.default_rng(0).integers(0, 256, (N_FRAMES, 64, 64, 3), dtype=np.uint8)
-    i = np.arange(N_FRAMES)
-    frames[:, 0, 0, 0], frames[:, 0, 0, 1] = i % 256, i // 256
-    path = tmp_path_factory.mktemp("frames") / "frames.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("frames", data=frames, chunks=(16, 64, 64, 3), compression="gzip", compression_opts=1)
-    with h5py.File(path, "r") as f:
-        yield f["frames"]
 
 
 def _loader(frames_h5, streaming: bool, **kw) -> FrameLoader:
@@ -139,6 +115,50 @@ def test_frame_loader_streaming_shapes(frames_h5, batch_size, block, buffer_bloc
     ids, sizes = _epoch_ids(loader, gen(0))
     assert np.array_equal(np.sort(ids), TRAIN_IDX)
     _batch_sizes_ok(sizes, len(TRAIN_IDX), batch_size)
+
+
+# Where the frames live (WM_LOAD_LIMIT_GB, a runtime setting) must not change a single batch. The cases cut
+# an epoch into several buffers whose size is no multiple of the batch, so a leftover is carried into the
+# next buffer, and end the epoch (max_frames) inside the first, a middle or the last buffer.
+SAME_BATCH_CASES = [
+    # batch_size, block, buffer_blocks, max_frames
+    (7, 10, 3, 0),  # 9 buffers of 30 frames (the last of 18): a leftover of 2 carried each time
+    (7, 10, 3, 25),  # ends inside the first buffer
+    (7, 10, 3, 100),  # ends inside the 4th buffer, after carries
+    (16, 4, 5, 255),  # ends one frame before the last one
+    (13, 7, 1, 0),  # one block per buffer
+    (64, 4096, 16, 0),  # the defaults: one block holds every frame
+    (1000, 10, 3, 0),  # a batch larger than the data: all of it in one final leftover
+]
+
+
+@pytest.mark.parametrize(("batch_size", "block", "buffer_blocks", "max_frames"), SAME_BATCH_CASES)
+def test_frame_loader_batches_do_not_depend_on_where_frames_live(
+    frames_h5, batch_size, block, buffer_blocks, max_frames
+):
+    def loader(limit: float) -> FrameLoader:
+        return FrameLoader(frames_h5, TRAIN_IDX, batch_size, CPU, limit, max_frames, block, buffer_blocks)
+
+    in_memory, streaming = loader(len(TRAIN_IDX) * 64 * 64 * 3), loader(len(TRAIN_IDX) * 64 * 64 * 3 - 1)
+    assert in_memory.data is not None and streaming.data is None  # the limit is in bytes, inclusive
+    for seed in (None, 0, 1, 2):  # None: validation, every frame in file order
+        a = list(in_memory.epoch(None if seed is None else gen(seed)))
+        b = list(streaming.epoch(None if seed is None else gen(seed)))
+        assert [len(x) for x in a] == [len(x) for x in b]
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), f"generator seed {seed}"
+        expected = len(TRAIN_IDX) if seed is None else min(max_frames or len(TRAIN_IDX), len(TRAIN_IDX))
+        assert sum(len(x) for x in a) == expected
+
+
+def test_frame_loader_shuffles_across_blocks_and_buffers(frames_h5):
+    """The epoch is not a concatenation of shuffled buffers in block order: blocks come in a shuffled
+    order, and a batch mixes frames of several blocks."""
+    loader = FrameLoader(frames_h5, TRAIN_IDX, 10, CPU, 0, block=10, buffer_blocks=3)
+    ids, _ = _epoch_ids(loader, gen(0))
+    block_of = {int(i): pos // 10 for pos, i in enumerate(TRAIN_IDX)}
+    first_buffer = {block_of[int(i)] for i in ids[:20]}  # the first two batches: from the first buffer
+    assert len(first_buffer) == 3 and first_buffer != {0, 1, 2}
+    assert all(len({block_of[int(i)] for i in ids[k : k + 10]}) > 1 for k in (0, 10))
 
 
 # --------------------------------------------------------------------------------------------- WindowLoader
@@ -276,6 +296,14 @@ def test_split_episodes_partitions(n, val_fraction):
     assert np.array_equal(train, t2) and np.array_equal(val, v2)
 
 
+def test_split_episodes_draws_from_the_split_stream():
+    """The split is the SPLIT stream of the master seed (wm/seeding.py): no other use shares its numbers."""
+    for seed in (0, 5):
+        perm = numpy_rng(seed, Stream.SPLIT).permutation(20)
+        train, val = split_episodes(20, 0.2, seed)
+        assert val.tolist() == sorted(perm[:4].tolist()) and train.tolist() == sorted(perm[4:].tolist())
+
+
 def test_split_episodes_depends_on_the_seed():
     splits = {tuple(split_episodes(50, 0.2, seed)[1].tolist()) for seed in range(5)}
     assert len(splits) > 1
@@ -292,45 +320,3 @@ def test_episode_frame_indices():
     assert episode_frame_indices(step_offsets, np.array([0, 2])).tolist() == [0, 1, 2, 3, 7, 8, 9, 10, 11]
     assert episode_frame_indices(step_offsets, np.array([1])).tolist() == [4, 5, 6]
     assert len(episode_frame_indices(step_offsets, np.array([], int))) == 0
-
-
-# --------------------------------------------------------------------------------------------- read_frames
-
-
-@pytest.mark.parametrize(
-    "indices",
-    [TRAIN_IDX, [0], [299], [0, 2, 4, 6], [3, 4, 5, 40, 41, 100, 250, 251, 252, 299], list(range(20, 60))],
-)
-def test_read_frames_equals_fancy_indexing(frames_h5, indices):
-    indices = np.asarray(indices)
-    got = read_frames(frames_h5, indices)
-    assert got.dtype == np.uint8
-    assert np.array_equal(got, frames_h5[:][indices])
-
-
-def test_read_frames_empty(frames_h5):
-    got = read_frames(frames_h5, np.zeros(0, np.int64))
-    assert got.shape == (0, 64, 64, 3) and got.dtype == np.uint8
-
-
-# ------------------------------------------------------------------------------------------- write_history
-
-
-def test_write_history_csv_and_json(tmp_path):
-    history = [
-        {"epoch": 1, "vae/train/loss": 0.123456789, "vae/val/mse": 1e-7, "vae/val/usage": 0.5},
-        {"epoch": 2, "vae/train/loss": 0.0987654321, "vae/val/mse": 12345678.9, "vae/val/usage": 1.0},
-    ]
-    metrics, plots = tmp_path / "m" / "vae.json", tmp_path / "p" / "history.csv"
-    write_history(history, metrics, plots)
-    assert json.loads(metrics.read_text()) == history[-1]  # the latest row, at full precision
-    assert plots.read_text() == (
-        "epoch,vae/train/loss,vae/val/mse,vae/val/usage\n1,0.123457,1e-07,0.5\n2,0.0987654,1.23457e+07,1\n"
-    )
-    rows = list(csv.DictReader(plots.open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
-    # rewriting from a shorter history replaces the files (a fresh run), it does not append
-    write_history(history[:1], metrics, plots)
-    assert json.loads(metrics.read_text()) == history[0]
-    assert len(plots.read_text().splitlines()) == 2
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["history.csv", "m", "p", "vae.json"]  # no temp files

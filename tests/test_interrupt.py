@@ -1,8 +1,12 @@
+"""wm.interrupt: a Ctrl-C that Python swallows still stops the stage, and nothing is committed."""
+
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from wm.interrupt import raise_if_interrupted
 
 from .conftest import REPO
 
@@ -12,7 +16,9 @@ SWALLOWED_CTRL_C = textwrap.dedent(
     """
     import os, signal, sys, time
     from pathlib import Path
-    from wm.utils import WorkerPool, atomic_path, install_sticky_interrupt
+    from wm.files import atomic_path
+    from wm.interrupt import install_sticky_interrupt
+    from wm.parallel import WorkerPool
 
     class Finalised:
         def __del__(self):
@@ -55,3 +61,7 @@ def test_swallowed_ctrl_c_still_stops_the_stage(tmp_path, mode):
     assert not out.exists() and not list(tmp_path.iterdir())  # never committed
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     assert ("finished" in proc.stdout) == (mode == "direct")
+
+
+def test_no_interrupt_is_a_no_op():
+    raise_if_interrupted()  # this process was never interrupted: nothing to raise
