@@ -1,8 +1,12 @@
-"""Stage `train_ctrl`: CMA-ES on the controller, fitness in the dream or the real game -> models/controller.pt."""
+"""Stage `train_ctrl`: CMA-ES on the controller, in the dream (with iterative rounds) or the real game ->
+models/agent/ (the trained agent: vae.pt, wm.pt, controller.pt) and data/rounds/ (the rounds' episodes)."""
 
 from pathlib import Path
+from typing import Annotated
 
-from wm.cli import MetricsOut, ModelOut, ParamsOption, PlotsOut, TokensIn, VaeIn, WorldModelIn, load_config, run
+import typer
+
+from wm.cli import MetricsOut, ParamsOption, PlotsOut, TokensIn, VaeIn, WorldModelIn, load_config, run
 
 
 def main(
@@ -10,14 +14,21 @@ def main(
     tokens: TokensIn = Path("data/tokens.h5"),
     vae: VaeIn = Path("models/vae.pt"),
     world_model: WorldModelIn = Path("models/wm.pt"),
-    out: ModelOut = Path("models/controller.pt"),
+    agent: Annotated[Path, typer.Option(help="Folder for the trained agent (weights-only model files).")] = Path(
+        "models/agent"
+    ),
+    rounds: Annotated[Path, typer.Option(help="Folder for the episodes collected in the rounds.")] = Path(
+        "data/rounds"
+    ),
     metrics: MetricsOut = Path("metrics/ctrl.json"),
     plots: PlotsOut = Path("plots/ctrl"),
 ) -> None:
-    """Optimise the controller with CMA-ES (`ctrl.train_in`: dream or real), resumable every generation."""
+    """Optimise the controller with CMA-ES (`ctrl.train_in`: dream or real; `iterate.rounds` rounds of collect ->
+    retrain world model -> retrain controller in the dream), resumable every generation and round."""
     cfg = load_config(params)  # before the heavy imports: a bad params file answers at once
 
     from wm.config import vae_fingerprint, wm_fingerprint
+    from wm.datafiles import write_tokens
     from wm.models.fsq_vae import FSQVAE
     from wm.models.world_model import WorldModel
     from wm.trainers.controller import ControllerTrainer
@@ -26,7 +37,16 @@ def main(
         FSQVAE.from_file(vae, vae_fingerprint(cfg)), WorldModel.from_file(world_model, wm_fingerprint(cfg)), cfg
     )
     trainer.fit(tokens, metrics=metrics, plots=plots)
-    trainer.publish(out)
+    trainer.publish(agent)
+    rounds.mkdir(parents=True, exist_ok=True)  # the folder is the output, empty without rounds
+    collected = trainer.round_tokens()
+    if collected is not None:
+        write_tokens(
+            rounds / "tokens.h5", collected.tokens, collected.codes, collected.steps, {"levels": cfg.fsq.levels}
+        )
+    else:
+        (rounds / "tokens.h5").unlink(missing_ok=True)  # never leave another run's rounds
+    print(f"ctrl: {trainer.real_steps} real-game steps used for training -> {agent}")
 
 
 if __name__ == "__main__":

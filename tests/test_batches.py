@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from wm.batches import FrameLoader, WindowLoader, episode_frame_indices, split_episodes
+from wm.batches import FrameLoader, WindowLoader, episode_frame_indices, reward_targets, split_episodes
 from wm.datafiles import StepData, Tokens
 from wm.errors import WmError
 from wm.seeding import Stream, numpy_rng
@@ -320,3 +320,22 @@ def test_episode_frame_indices():
     assert episode_frame_indices(step_offsets, np.array([0, 2])).tolist() == [0, 1, 2, 3, 7, 8, 9, 10, 11]
     assert episode_frame_indices(step_offsets, np.array([1])).tolist() == [4, 5, 6]
     assert len(episode_frame_indices(step_offsets, np.array([], int))) == 0
+
+
+def test_reward_targets_drop_the_playfield_penalty_and_smooth_within_episodes():
+    rewards = np.array([-0.1, 3.5, -0.1, -100.1, -0.1, -0.1, 3.4, -0.1], np.float32)  # episodes of 4 and 4 steps
+    steps = StepData(
+        actions=np.zeros((8, 3), np.float32),
+        rewards=rewards,
+        terminated=np.array([0, 0, 0, 1, 0, 0, 0, 0], bool),
+        truncated=np.zeros(8, bool),
+        step_offsets=np.array([0, 4, 8]),
+        track_seeds=np.zeros(2, np.uint64),
+    )
+    raw = reward_targets(steps)
+    np.testing.assert_allclose(raw, [-0.1, 3.5, -0.1, -0.1, -0.1, -0.1, 3.4, -0.1])  # -100 is the done head's
+    smooth = reward_targets(steps, 3)
+    # a centred mean over 3 steps, never across the episode boundary (fewer steps at an episode's ends)
+    np.testing.assert_allclose(smooth[:4], [(-0.1 + 3.5) / 2, 3.3 / 3, 3.3 / 3, -0.1], rtol=1e-6)
+    np.testing.assert_allclose(smooth[4:], [-0.1, 3.2 / 3, 3.2 / 3, (3.4 - 0.1) / 2], rtol=1e-6)
+    assert smooth.dtype == np.float32

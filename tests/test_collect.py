@@ -19,7 +19,7 @@ from wm.config import collect_fingerprint, parse_params
 from wm.datafiles import Rollouts
 from wm.episodes import ALL_FRAMES, EpisodeTask, init_worker
 from wm.errors import WmError
-from wm.es import real_fitness
+from wm.es import RealFitness
 from wm.evaluate import evaluate_real
 from wm.models.controller import ControllerSpec, squash_actions
 from wm.models.fsq_vae import FSQVAE
@@ -152,7 +152,7 @@ def test_evaluation_and_training_tracks_are_never_collected_tracks(tmp_path):
     with WorkerPool(1, init_worker, (cfg, True, models)) as pool:
         _, rows, _ = evaluate_real(pool, np.zeros(num_params, np.float32), episodes=4, max_steps=3, record=0)
         spy = SpyPool(pool)
-        fitness = real_fitness(spy, rollouts=2, max_steps=3)
+        fitness = RealFitness(spy, rollouts=2, max_steps=3)
         for generation in range(2):
             fitness(np.zeros((2, num_params)), generation)
     evaluated = {r["track_seed"] for r in rows}

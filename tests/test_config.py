@@ -65,7 +65,7 @@ def test_fingerprints_hold_every_param_that_determines_the_output():
     run publishes another model); nothing that does not change the output (encode, eval)."""
     cfg = parse_params({})
     fingerprints = [collect_fingerprint, vae_fingerprint, wm_fingerprint, ctrl_fingerprint]
-    sections = [{"seed", "env", "collect"}, {"fsq", "vae"}, {"wm"}, {"ctrl"}]
+    sections = [{"seed", "env", "collect"}, {"fsq", "vae"}, {"wm"}, {"ctrl", "iterate"}]
     for i, fingerprint in enumerate(fingerprints):
         assert set(fingerprint(cfg)) == set().union(*sections[: i + 1]), fingerprint.__name__
     full = cfg.model_dump(mode="json")
@@ -97,7 +97,7 @@ def test_derived_values_follow_levels():
         ({"fsq": {"levels": []}}, "fsq.levels: List should have at least 1 item"),
         ({"fsq": {"levels": "8,5"}}, "fsq.levels: Input should be a valid list"),
         ({"ctrl": {"train_in": "both"}}, "ctrl.train_in: Input should be 'dream' or 'real'"),
-        ({"collect": {"policy": {"hold_min": 9, "hold_max": 3}}}, "collect.policy: Value error, hold_min (9)"),
+        ({"collect": {"policy": {"hold_min": 9, "hold_max": 3}}}, "collect.policy: hold_min (9)"),
         ({"collect": {"episodes": 0}}, "collect.episodes: Input should be greater than or equal to 1"),
     ],
 )
@@ -242,3 +242,26 @@ def test_local_env_sets_runtime_settings(runtime_env, monkeypatch):
     assert (rt.workers, rt.load_limit_gb) == (3, 0.5)
     monkeypatch.setenv("WM_WORKERS", "auto")
     assert RuntimeSettings().workers == 0 and RuntimeSettings().load_limit_gb == 0.5
+
+
+def test_code_defaults_are_the_repository_params():
+    """`WorldModelAgentConfig()` (what the Python API calls "the defaults") is exactly params.yaml."""
+    assert WorldModelAgentConfig() == load_params(REPO / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"ctrl": {"dream_dropout": True}}, "ctrl.dream_dropout needs a world model trained with dropout"),
+        ({"ctrl": {"train_in": "real"}}, "iterate.rounds > 0 retrains the controller in the dream"),
+        ({"eval": {"fidelity_panel": 2}}, "eval: fidelity_panel must be 0 (off) or at least 3"),
+    ],
+)
+def test_checks_across_keys(data, message):
+    assert message in _errors(data)
+    assert not _errors(data).startswith("<root>")  # a check across sections names its keys itself
+
+
+def test_real_training_without_rounds_and_dream_dropout_with_dropout_are_valid():
+    parse_params({"ctrl": {"train_in": "real"}, "iterate": {"rounds": 0}})
+    parse_params({"ctrl": {"dream_dropout": True}, "wm": {"dropout": 0.1}})

@@ -4,7 +4,7 @@ import torch
 
 from wm.config import FSQConfig, WMConfig, WorldModelConfig
 from wm.datafiles import StepData, Tokens
-from wm.dream import DreamEnv, episode_start_tokens, make_dream
+from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
 from wm.models.controller import ControllerSpec
 from wm.models.fsq import FSQ
 from wm.models.world_model import WorldModel
@@ -26,7 +26,7 @@ def tiny_model(seed: int = 0, done_bias: float | None = -20.0) -> WorldModel:
 
 
 def make_env(model: WorldModel, num_envs: int = 8, **kwargs) -> DreamEnv:
-    settings = {"start_tokens": torch.arange(K), "temperature": 1.0, "max_steps": 50, "device": "cpu"} | kwargs
+    settings = {"starts": torch.arange(K), "temperature": 1.0, "max_steps": 50, "device": "cpu"} | kwargs
     return DreamEnv(model, FSQ(FSQ_CFG.levels), num_envs=num_envs, **settings)
 
 
@@ -83,25 +83,93 @@ def test_low_temperature_samples_argmax():
 
 def test_start_tokens_from_pool():
     pool = torch.tensor([3, 7])
-    env = make_env(tiny_model(), 64, start_tokens=pool)
+    env = make_env(tiny_model(), 64, starts=pool)
     _, info = env.reset(0)
     assert set(info["token"].tolist()) == {3, 7}
     with pytest.raises(ValueError):
-        make_env(tiny_model(), 4, start_tokens=torch.tensor([K]))
+        make_env(tiny_model(), 4, starts=torch.tensor([K]))
 
 
-def test_episode_start_tokens():
-    step_offsets = np.array([0, 3, 5])  # episodes of 3 and 2 steps: frames [0, 4) and [4, 7)
+def recorded(tokens: list[int], step_offsets: list[int], actions: np.ndarray | None = None) -> Tokens:
+    """A hand-built token dataset (episode e has step_offsets[e+1] - step_offsets[e] steps, one more frame)."""
+    n_steps = step_offsets[-1]
     steps = StepData(
-        actions=np.zeros((5, 3), np.float32),
-        rewards=np.zeros(5, np.float32),
-        terminated=np.zeros(5, bool),
-        truncated=np.zeros(5, bool),
-        step_offsets=step_offsets,
-        track_seeds=np.zeros(2, np.uint64),
+        actions=np.zeros((n_steps, 3), np.float32) if actions is None else actions,
+        rewards=np.zeros(n_steps, np.float32),
+        terminated=np.zeros(n_steps, bool),
+        truncated=np.zeros(n_steps, bool),
+        step_offsets=np.array(step_offsets),
+        track_seeds=np.zeros(len(step_offsets) - 1, np.uint64),
     )
-    tokens = Tokens(tokens=np.arange(10, 17), codes=np.zeros((7, D), np.float32), steps=steps, levels=[4, 4])
-    assert episode_start_tokens(tokens).tolist() == [10, 14]
+    return Tokens(np.array(tokens), np.zeros((len(tokens), D), np.float32), steps, [4, 4])
+
+
+def test_context_starts_at_the_first_frames():
+    data = recorded([10, 11, 12, 13, 14, 15, 16], [0, 3, 5])  # frames [0, 4) and [4, 7)
+    env = make_env(tiny_model(), 64, starts=ContextStarts(data))
+    _, info = env.reset(0)
+    assert set(info["token"].tolist()) == {10, 14}
+    assert not info["h"].any()  # no warm-up: a cold LSTM
+
+
+def test_context_starts_warm_up_on_real_steps_anywhere():
+    """After L teacher-forced real steps, a dream world holds the LSTM state of the real prefix and the next
+    real frame's token; starts lie anywhere in the episodes, never past the last frame."""
+    g = np.random.default_rng(0)
+    actions = g.uniform(0, 1, (12, 3)).astype(np.float32)
+    tokens = list(range(14))  # one episode of 12 steps (13 frames) ... and one of 0 steps, never usable
+    data = recorded(tokens, [0, 12, 12], actions)
+    model = tiny_model()
+    L = 3
+    env = make_env(model, 256, starts=ContextStarts(data, warmup=L, anywhere=True))
+    _, info = env.reset(5)
+    starts = info["token"] - L  # frame index of each world's first warm-up frame
+    assert int(starts.min()) >= 0 and int(info["token"].max()) <= 12
+    assert len(set(starts.tolist())) > 5  # spread over the episode
+    s = int(starts[0])
+    with torch.no_grad():
+        out = model(torch.tensor([tokens[s : s + L]]), torch.from_numpy(actions[s : s + L])[None])
+    torch.testing.assert_close(info["h"][0], out.state[0][-1, 0])
+    with pytest.raises(ValueError, match="no recorded episode is longer"):
+        ContextStarts(data, warmup=12)
+
+
+def test_fixed_starts_give_world_w_its_token():
+    env = make_env(tiny_model(), 6, num_worlds=6, starts=FixedStarts(torch.tensor([5, 9, 2])))
+    _, info = env.reset(0)
+    assert info["token"].tolist() == [5, 9, 2, 5, 9, 2]
+    with pytest.raises(ValueError, match="evenly"):
+        make_env(tiny_model(), 4, starts=FixedStarts(torch.tensor([5, 9, 2]))).reset(0)
+
+
+def test_hopeless_episodes_end():
+    """With hopeless_steps, an episode ends after that many consecutive steps of negative predicted reward."""
+    model = tiny_model()
+    with torch.no_grad():
+        model.reward_head.weight.zero_()
+        model.reward_head.bias.fill_(-0.5 * model.reward_scale)  # reward -0.5 every step
+    env = make_env(model, 4, hopeless_steps=7, max_steps=50)
+    env.reset(0)
+    for t in range(7):
+        _, reward, terminated, _, _ = env.step(torch.zeros(4, 3))
+        assert bool(terminated.all()) == (t == 6)
+    assert make_env(model, 4).rollout(lambda obs: torch.zeros(4, 3), 0, False).tolist() == [-25.0] * 4
+
+
+def test_dropout_masks_are_fixed_per_world_and_episode():
+    wm_cfg = WM_CFG.model_copy(update={"dropout": 0.5})
+    model = WorldModel(WorldModelConfig(wm=wm_cfg, fsq=FSQ_CFG)).eval()
+    with pytest.raises(ValueError, match="wm.dropout > 0"):
+        make_env(tiny_model(), 4, dropout_masks=True)
+    env = make_env(model, 8, num_worlds=4, dropout_masks=True)
+    env.reset(3)
+    mask = env.mask.clone()
+    assert set(mask.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1 / (1 - p)
+    assert torch.equal(mask[:4], mask[4:]) and not torch.equal(mask[0], mask[1])  # per world
+    env.step(torch.zeros(8, 3))
+    assert torch.equal(env.mask, mask)  # kept for the episode
+    env.reset(4)
+    assert not torch.equal(env.mask, mask)
 
 
 @pytest.mark.parametrize("done_mode", ["threshold", "sample"])
@@ -211,7 +279,7 @@ def test_worlds_are_shared_by_envs_with_the_same_world_index():
     """num_worlds W: env b plays world b % W (start token and every uniform), so envs b and b + W given the same
     actions play the same episode, and envs of different worlds do not."""
     B, W, T = 6, 2, 8
-    env = make_env(tiny_model(), B, num_worlds=W, start_tokens=torch.arange(K))
+    env = make_env(tiny_model(), B, num_worlds=W, starts=torch.arange(K))
     actions = random_actions(T, W).repeat(1, B // W, 1)  # (T, B, 3): env b gets the actions of world b % W
     steps = play(env, 5, actions)
     tokens = torch.stack([s[-2] for s in steps])  # (T + 1, B)
@@ -234,29 +302,30 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="done_mode"):
         make_env(model, 2, done_mode="never")
     with pytest.raises(ValueError, match="non-empty"):
-        make_env(model, 2, start_tokens=torch.tensor([], dtype=torch.long))
+        make_env(model, 2, starts=torch.tensor([], dtype=torch.long))
 
 
 def test_make_dream_starts_from_the_first_frames_of_recorded_episodes():
-    steps = StepData(
-        actions=np.zeros((5, 3), np.float32),
-        rewards=np.zeros(5, np.float32),
-        terminated=np.zeros(5, bool),
-        truncated=np.zeros(5, bool),
-        step_offsets=np.array([0, 3, 5]),
-        track_seeds=np.zeros(2, np.uint64),
-    )
-    tokens = Tokens(
-        tokens=np.array([9, 1, 1, 1, 4, 2, 2]), codes=np.zeros((7, D), np.float32), steps=steps, levels=[4, 4]
-    )
+    tokens = recorded([9, 1, 1, 1, 4, 2, 2], [0, 3, 5])
     model = tiny_model().train()
-    dream = make_dream(model, tokens, temperature=1.3, max_steps=12)
-    assert dream.start_tokens.tolist() == [9, 4]
+    dream = make_dream(model, ContextStarts(tokens), temperature=1.3, max_steps=12)
     assert dream.temperature == 1.3 and dream.max_steps == 12 and dream.num_envs == 1
     assert dream.model is model and not model.training  # sampled in eval mode (no dropout)
     assert dream.fsq.levels_list == FSQ_CFG.levels and dream.device == torch.device("cpu")
-    _, info = make_dream(model, tokens, 1.0, 5).reset(0)
+    _, info = make_dream(model, ContextStarts(tokens), 1.0, 5).reset(0)
     assert int(info["token"]) in (9, 4)
     spec = ControllerSpec("linear", z_dim=D)
     fitness = dream.evaluate_candidates(spec, torch.zeros(3, spec.num_params), rollouts_per_candidate=2, seed=0)
     assert fitness.shape == (3,) and bool((fitness == fitness[0]).all())  # equal candidates, equal worlds
+
+
+def test_pessimism_subtracts_the_spread_over_rollouts():
+    spec = ControllerSpec("linear", z_dim=D)
+    params = torch.zeros(2, spec.num_params)
+    params[1, 3 * spec.obs_dim] = 3.0  # steers: another reward
+    env = make_env(tiny_model(), max_steps=8, temperature=2.0)
+    plain = env.evaluate_candidates(spec, params, 6, seed=1)
+    careful = env.evaluate_candidates(spec, params, 6, seed=1, pessimism=2.0)
+    spread = env.evaluate_candidates(spec, params, 6, seed=1, pessimism=1.0)
+    torch.testing.assert_close(plain - careful, 2 * (plain - spread))  # linear in the pessimism
+    assert bool((careful <= plain).all()) and bool((careful < plain).any())

@@ -173,3 +173,25 @@ def test_worker_plays_the_named_track_with_the_named_noise(cfg, env):
     np.testing.assert_array_equal(again.frames, ep.frames)  # the stock renderer draws the same pixels
     with pytest.raises(AssertionError, match="without models"):
         worker.play(EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 5, params=np.zeros(15, np.float32)))
+
+
+def test_hopeless_episodes_end_after_steps_without_reward():
+    """hopeless_steps truncates an episode after that many consecutive steps of negative reward (a car that
+    stands still pays -0.1 a step and gains no tile)."""
+
+    class Idle:
+        needs_frames = False
+
+        def reset(self, rng):
+            pass
+
+        def __call__(self, frame):
+            return np.zeros(3, np.float32)
+
+    env = make_env(parse_params(tiny_params()), True)
+    full = run_episode(env, Idle(), 3, None, 200)
+    ended = run_episode(env, Idle(), 3, None, 200, hopeless_steps=30)
+    assert full.steps == 200 and ended.steps < 200 and ended.truncated[-1] and not ended.terminated[-1]
+    tail = ended.rewards[-30:]
+    assert (tail < 0).all() and (ended.rewards[-31] >= 0 or ended.steps == 30)  # exactly 30 in a row
+    np.testing.assert_array_equal(ended.rewards, full.rewards[: ended.steps])  # the same episode, cut short

@@ -10,7 +10,7 @@ from wm.config import ControllerConfig, CtrlConfig, parse_params
 from wm.dream import DreamEnv
 from wm.episodes import Episode, EpisodeTask, init_worker, make_env, play_task, run_episode
 from wm.errors import WmError
-from wm.es import ESSpec, dream_fitness, real_fitness, run_cma_es
+from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
 from wm.models.controller import ControllerSpec, EvolutionaryController
 from wm.models.fsq import FSQ
 from wm.models.fsq_vae import FSQVAE
@@ -116,7 +116,7 @@ class FakePool:
 @pytest.mark.parametrize(("candidates", "rollouts"), [(5, 3), (4, 4), (3, 1)])
 def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, rollouts):
     pool = FakePool()
-    fit = real_fitness(pool, rollouts=rollouts, max_steps=77)
+    fit = RealFitness(pool, rollouts=rollouts, max_steps=77)
     params = np.zeros((candidates, 6))
     params[:, 0] = np.arange(candidates)  # candidate id
     params[:, 1:] = np.random.default_rng(0).normal(size=(candidates, 5))
@@ -151,7 +151,7 @@ def test_real_fitness_plays_the_ctrl_tracks_in_the_real_game():
     candidates[1, -3:] = (0.8, -3.0, -3.0)  # no gas, steering
     R, steps = 2, 25
     with WorkerPool(1, init_worker, (cfg, True, AgentModels.of(vae, cfg.controller, world_model))) as pool:
-        scores = real_fitness(pool, R, steps)(candidates, 1)
+        scores = RealFitness(pool, R, steps)(candidates, 1)
     env = make_env(cfg, fast=True)
     agent = Agent(vae, EvolutionaryController(cfg.controller), world_model)
     for c, params in enumerate(candidates):

@@ -55,10 +55,11 @@ def test_every_boolean_flipped_runs_and_reports(project_copy):
     defaults = WorldModelAgentConfig().model_dump(mode="json")
     params = tiny_params(ctrl={"train_in": "dream"})
     switches = boolean_switches()
-    assert {"wm.code_input", "ctrl.use_hidden", "eval.video"} <= set(switches)
+    assert {"wm.code_input", "ctrl.use_hidden", "ctrl.dream_dropout", "iterate.warm_start", "eval.video"} <= set(switches)
     for key in switches:
         section, name = key.split(".")
         params[section][name] = not defaults[section][name]
+    params["wm"]["dropout"] = 0.1  # what ctrl.dream_dropout needs (the config says so when it is missing)
     root = project_copy(params)
     run_cli(["dvc", "repro", "-q"], root)
     shown = run_cli(["dvc", "metrics", "show"], root).stdout
@@ -110,7 +111,9 @@ def test_repro_is_reproducible_cached_and_shareable(project_copy, tmp_path):
     clone = tmp_path / "clone"
     run_cli(["git", "clone", "-q", str(root), str(clone)], tmp_path)
     run_cli(["dvc", "pull", "-q"], clone)
-    for out in ("data/rollouts.h5", "data/tokens.h5", "models/vae.pt", "models/wm.pt", "models/controller.pt"):
+    outs = ("data/rollouts.h5", "data/tokens.h5", "data/rounds/tokens.h5", "models/vae.pt", "models/wm.pt")
+    outs += ("models/agent/vae.pt", "models/agent/wm.pt", "models/agent/controller.pt")
+    for out in outs:
         assert md5(clone / out) == md5(root / out), out
     assert "changed" not in run_cli(["dvc", "status"], clone).stdout
 

@@ -1,7 +1,7 @@
 """The trained agent (World Models' V, M and C) acting on CarRacing observations, and loading it from the
 weights-only model files the pipeline publishes (wm/checkpoints.py).
 
-    agent = wm.load_agent("models")          # models/vae.pt, models/wm.pt, models/controller.pt
+    agent = wm.load_agent("models/agent")    # vae.pt, wm.pt, controller.pt of `dvc repro`
     env = wm.make_car_racing()
     obs, _ = env.reset(seed=7)
     agent.reset()
@@ -102,9 +102,9 @@ def _check_belongs(upstream: Published, downstream: Published, names: tuple[Path
         raise WmError(f"{names[0]} and {names[1]} come from different runs (they differ in {', '.join(changed)})")
 
 
-def load_agent(models: str | Path = "models") -> Agent:
+def load_agent(models: str | Path = "models/agent") -> Agent:
     """The trained agent from a folder of published model files (what `dvc repro` or `dvc pull` leaves in
-    models/): vae.pt, controller.pt and, when the controller reads h, wm.pt."""
+    models/agent): vae.pt, controller.pt and, when the controller reads h, wm.pt."""
     paths = {
         kind: Path(models) / name
         for kind, name in (("vae", "vae.pt"), ("wm", "wm.pt"), ("controller", "controller.pt"))

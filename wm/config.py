@@ -53,7 +53,7 @@ class PolicyConfig(_Section):
 
 
 class CollectConfig(_Section):
-    episodes: int = Field(100, ge=1, le=MAX_EPISODES, description="Number of random-policy episodes to record.")
+    episodes: int = Field(200, ge=1, le=MAX_EPISODES, description="Number of random-policy episodes to record.")
     max_steps: int = Field(
         400, ge=2, le=100_000, description="Steps per episode at most (the env may end the episode first)."
     )
@@ -87,7 +87,7 @@ class VAEConfig(_Section):
         max_length=4,
         description="Conv channels of the 4 stride-2 encoder stages (64->32->16->8->4); mirrored by the decoder.",
     )
-    epochs: int = Field(3, ge=1, le=10_000, description="Training epochs over the frames.")
+    epochs: int = Field(1, ge=1, le=10_000, description="Training epochs over the frames.")
     batch_size: int = Field(64, ge=1, le=65_536, description="Frames per optimizer step.")
     lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
@@ -116,8 +116,22 @@ class WMConfig(_Section):
     lr: float = Field(2e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0.0, description="Gradient norm clip.")
-    reward_weight: float = Field(1.0, ge=0.0, description="Weight of the reward MSE in the loss.")
+    reward_weight: float = Field(100.0, ge=0.0, description="Weight of the reward MSE in the loss.")
     done_weight: float = Field(1.0, ge=0.0, description="Weight of the done BCE in the loss.")
+    reward_overpredict: float = Field(
+        1.0,
+        ge=1.0,
+        le=100.0,
+        description="Weight of reward over-prediction relative to under-prediction in the reward loss (>1: a "
+        "pessimistic reward head; world-models-jax used 5).",
+    )
+    reward_smoothing: int = Field(
+        15,
+        ge=1,
+        le=1001,
+        description="Regress the mean reward over a centred window of this many steps (the reward rate; 1 = the "
+        "step's own reward). See wm.batches.reward_targets.",
+    )
     reward_scale: float = Field(
         0.1, gt=0.0, description="Rewards are multiplied by this before the MSE (CarRacing's -100 would dominate)."
     )
@@ -131,7 +145,7 @@ class CtrlConfig(_Section):
         False, description="Feed the world model's LSTM hidden state h beside the code z (World Models' [z,h])."
     )
     train_in: Literal["dream", "real"] = Field(
-        "real", description="Fitness source: mean return in the world model's dream, or in the real game."
+        "dream", description="Fitness source: mean return in the world model's dream, or in the real game."
     )
     popsize: int = Field(16, ge=2, le=100_000, description="CMA-ES population size.")
     sigma0: float = Field(0.5, gt=0.0, le=100.0, description="CMA-ES initial step size.")
@@ -139,6 +153,33 @@ class CtrlConfig(_Section):
     rollouts: int = Field(2, ge=1, le=10_000, description="Episodes (tracks) averaged per candidate.")
     max_steps: int = Field(500, ge=1, le=100_000, description="Steps per fitness episode (dream or real).")
     temperature: float = Field(1.0, gt=0.0, le=100.0, description="Dream sampling temperature of next tokens.")
+    dream_start: Literal["first", "anywhere"] = Field(
+        "first",
+        description="Where dreams begin: at the first frame of a recorded episode, or anywhere in one (states a "
+        "policy visits; with dream_warmup real steps read first).",
+    )
+    dream_warmup: int = Field(
+        0, ge=0, le=10_000, description="Real steps (tokens, actions) the LSTM reads before a dream takes over."
+    )
+    dream_dropout: bool = Field(
+        False,
+        description="One dropout mask of the world model per dream world, kept for the episode (Dropout's Dream "
+        "Land); needs wm.dropout > 0.",
+    )
+    pessimism: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="Dream fitness = mean return over the rollouts minus this times their std (with dream_dropout, "
+        "the spread across dropout masks measures the model's uncertainty).",
+    )
+    hopeless_steps: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="End a training episode (dream or real game) after this many consecutive steps without "
+        "reward (0: never). Never applied in evaluation.",
+    )
 
     @model_validator(mode="after")
     def _track_budget(self) -> CtrlConfig:
@@ -149,11 +190,53 @@ class CtrlConfig(_Section):
 
 class EvalConfig(_Section):
     episodes: int = Field(
-        8, ge=1, le=MAX_EPISODES, description="Real-game evaluation episodes (tracks unseen in collect)."
+        32, ge=1, le=MAX_EPISODES, description="Real-game evaluation episodes (tracks unseen in collect)."
     )
     max_steps: int = Field(1000, ge=1, le=100_000, description="Steps per evaluation episode at most.")
     video: bool = Field(True, description="Write a GIF of one episode: real frame beside its reconstruction.")
     video_steps: int = Field(300, ge=1, le=100_000, description="Frames in the video at most.")
+    fidelity_panel: int = Field(
+        12,
+        ge=0,
+        le=10_000,
+        description="Controllers scored in the dream and in the real game for the dream-fidelity metric (the "
+        "trained one, perturbations of it, zero, random; wm/fidelity.py); 0 = skip, else at least 3.",
+    )
+    fidelity_tracks: int = Field(3, ge=1, le=MAX_EPISODES, description="Real tracks per panel controller.")
+    fidelity_steps: int = Field(500, ge=1, le=100_000, description="Steps per panel episode, dream and real.")
+
+    @model_validator(mode="after")
+    def _panel(self) -> EvalConfig:
+        if 0 < self.fidelity_panel < 3:
+            raise ValueError(f"fidelity_panel must be 0 (off) or at least 3 to rank, got {self.fidelity_panel}")
+        return self
+
+
+class IterateConfig(_Section):
+    """Iterative training (World Models, Sec. 5): rounds of collecting real episodes with the current
+    controller, retraining the world model on all data so far and retraining the controller in its dream."""
+
+    rounds: int = Field(
+        4, ge=0, le=1000, description="Rounds after the first dream training (needs ctrl.train_in: dream)."
+    )
+    episodes: int = Field(32, ge=1, le=MAX_EPISODES, description="Real episodes collected per round.")
+    max_steps: int = Field(500, ge=2, le=100_000, description="Steps per collected episode at most.")
+    noise: float = Field(
+        0.3,
+        ge=0.0,
+        le=100.0,
+        description="Std of a Gaussian perturbation of the controller's parameters, drawn per collected episode "
+        "(episode 0 of a round is unperturbed): exploration around the current controller.",
+    )
+    wm_epochs: int = Field(
+        3, ge=1, le=100_000, description="Epochs retraining the world model on all data each round (from its weights)."
+    )
+    warm_start: bool = Field(
+        True,
+        description="Start each round's CMA-ES at the previous round's controller with step size iterate.sigma "
+        "(else from zero with ctrl.sigma0).",
+    )
+    sigma: float = Field(0.2, gt=0.0, le=100.0, description="CMA-ES step size of a warm-started round.")
 
 
 class FSQVAEConfig(_Section):
@@ -191,7 +274,16 @@ class WorldModelAgentConfig(_Section):
     encode: EncodeConfig = Field(default_factory=EncodeConfig, description="Frames -> tokens.")
     wm: WMConfig = Field(default_factory=WMConfig, description="Token world model and training.")
     ctrl: CtrlConfig = Field(default_factory=CtrlConfig, description="Controller and CMA-ES.")
+    iterate: IterateConfig = Field(default_factory=IterateConfig, description="Iterative training rounds.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Real-game evaluation.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorldModelAgentConfig:
+        if self.ctrl.dream_dropout and self.wm.dropout == 0:
+            raise ValueError("ctrl.dream_dropout needs a world model trained with dropout: set wm.dropout > 0")
+        if self.iterate.rounds and self.ctrl.train_in != "dream":
+            raise ValueError("iterate.rounds > 0 retrains the controller in the dream: set ctrl.train_in: dream")
+        return self
 
     @property
     def fsq_vae(self) -> FSQVAEConfig:
@@ -224,17 +316,17 @@ def wm_fingerprint(cfg: WorldModelAgentConfig) -> dict:
 
 
 def ctrl_fingerprint(cfg: WorldModelAgentConfig) -> dict:
-    return wm_fingerprint(cfg) | cfg.model_dump(mode="json", include={"ctrl"})
+    return wm_fingerprint(cfg) | cfg.model_dump(mode="json", include={"ctrl", "iterate"})
 
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see params.yaml in the repository for the valid keys)"
-        lines.append(f"{path}: {msg}")
+        lines.append(f"{path}: {msg}" if path else msg)  # checks across sections name their keys themselves
     return "\n".join(lines)
 
 

@@ -198,6 +198,35 @@ class Tokens:
     levels: list[int]
 
 
+def steps_of(episodes: list[Episode]) -> StepData:
+    """The per-step arrays of recorded episodes, concatenated in order."""
+    lengths = [ep.steps for ep in episodes]
+    return StepData(
+        actions=np.concatenate([ep.actions for ep in episodes]).astype(np.float32),
+        rewards=np.concatenate([ep.rewards for ep in episodes]).astype(np.float32),
+        terminated=np.concatenate([ep.terminated for ep in episodes]),
+        truncated=np.concatenate([ep.truncated for ep in episodes]),
+        step_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        track_seeds=np.asarray([ep.track_seed for ep in episodes], dtype=np.uint64),
+    )
+
+
+def concat_tokens(parts: list[Tokens]) -> Tokens:
+    """Several token datasets as one (episodes in order), e.g. the random data and every round's."""
+    assert all(p.levels == parts[0].levels for p in parts), "token datasets of different FSQ levels"
+    steps = [p.steps for p in parts]
+    offsets = np.cumsum([0] + [s.step_offsets[-1] for s in steps[:-1]])  # first step of each part
+    return Tokens(
+        tokens=np.concatenate([p.tokens for p in parts]),
+        codes=np.concatenate([p.codes for p in parts]),
+        steps=StepData(
+            **{k: np.concatenate([getattr(s, k) for s in steps]) for k in (*STEP_KEYS, "track_seeds")},
+            step_offsets=np.concatenate([[0]] + [s.step_offsets[1:] + o for s, o in zip(steps, offsets, strict=True)]),
+        ),
+        levels=parts[0].levels,
+    )
+
+
 def write_tokens(path: str | Path, tokens: np.ndarray, codes: np.ndarray, steps: StepData, attrs: dict) -> None:
     n_frames = int(steps.frame_offsets[-1])
     assert tokens.shape == (n_frames,) and codes.shape[0] == n_frames, (tokens.shape, codes.shape, n_frames)

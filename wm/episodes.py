@@ -64,9 +64,11 @@ def run_episode(
     max_steps: int,
     keep_frames: int = 0,
     on_step: Callable[[float], None] | None = None,
+    hopeless_steps: int = 0,
 ) -> Episode:
     """Play one episode on track `seed`, at most `max_steps` steps; keep the first `keep_frames` frames;
-    call `on_step(reward)` after every step (e.g. to render).
+    call `on_step(reward)` after every step (e.g. to render); end (truncate) the episode after
+    `hopeless_steps` consecutive steps with negative reward (no new tile; 0: never; for training only).
 
     A frame is preprocessed only where it is used: every step for a policy that reads frames, otherwise
     the kept raw observations are preprocessed in one batch at the end."""
@@ -74,7 +76,7 @@ def run_episode(
     policy.reset(rng)
     pre = policy.needs_frames
     kept, actions, rewards, terminated, truncated = [], [], [], [], []  # kept: frames if `pre`, else raw obs
-    done = False
+    done, no_reward = False, 0
     while not done:
         frame = preprocess(obs) if pre else None  # (64, 64, 3) uint8
         if len(actions) < keep_frames:
@@ -84,7 +86,8 @@ def run_episode(
         actions.append(action)
         rewards.append(reward)
         terminated.append(term)
-        truncated.append(trunc or len(actions) >= max_steps)
+        no_reward = no_reward + 1 if reward < 0 else 0
+        truncated.append(trunc or len(actions) >= max_steps or 0 < hopeless_steps <= no_reward)
         done = terminated[-1] or truncated[-1]
         if on_step is not None:
             on_step(float(reward))
@@ -111,6 +114,7 @@ class EpisodeTask:
     max_steps: int
     params: np.ndarray | None = None
     keep_frames: int = 0
+    hopeless_steps: int = 0
 
 
 class EpisodeWorker:
@@ -130,7 +134,7 @@ class EpisodeWorker:
             policy = self.agent
         seed = track_seed(self.cfg.seed, *task.track)
         rng = numpy_rng(self.cfg.seed, *task.noise)
-        return run_episode(self.env, policy, seed, rng, task.max_steps, task.keep_frames)
+        return run_episode(self.env, policy, seed, rng, task.max_steps, task.keep_frames, None, task.hopeless_steps)
 
 
 _worker: dict[str, EpisodeWorker] = {}

@@ -43,22 +43,24 @@ class ESSpec:
     generations: int
     seed: int
     cache: ResumeCache  # keyed without `generations`: more generations continue a finished run exactly
+    x0: np.ndarray | None = None  # the initial mean (default: zeros)
+    key: tuple[int, ...] = ()  # names this run's seed streams among several runs (iterative rounds)
 
 
 def _new_state(spec: ESSpec, num_params: int) -> dict:
     # pycma draws from numpy's global RNG, seeded here through its `seed` option (32 bits, > 0).
     es = cma.CMAEvolutionStrategy(
-        np.zeros(num_params),
+        np.zeros(num_params) if spec.x0 is None else np.asarray(spec.x0, dtype=np.float64),
         spec.sigma0,
         {
             "popsize": spec.popsize,
-            "seed": int_seed(spec.seed, Stream.CMA, bits=32),
+            "seed": int_seed(spec.seed, Stream.CMA, *spec.key, bits=32),
             "verbose": -9,
             "verb_log": 0,
             "verb_disp": 0,
         },
     )
-    return {"es": es, "generation": 0, "history": [], "best": None, "best_fitness": -np.inf}
+    return {"es": es, "generation": 0, "history": [], "best": None, "best_fitness": -np.inf, "real_steps": 0}
 
 
 def _load_state(spec: ESSpec, num_params: int) -> dict:
@@ -88,6 +90,7 @@ def run_cma_es(
         scores = fitness(np.concatenate([candidates, mean]), g)  # (popsize + 1,)
         if not np.all(np.isfinite(scores)):
             raise WmError("ctrl: non-finite fitness (a diverged world model?); retrain with a lower wm.lr")
+        state["real_steps"] += getattr(fitness, "last_steps", 0)  # real-game fitness counts its steps
         pop, mean_score = scores[:-1], float(scores[-1])
         es.tell(list(candidates), list(-pop))  # pycma minimises
         i = int(np.argmax(pop))
@@ -102,6 +105,7 @@ def run_cma_es(
             "ctrl/train/fitness_of_mean": mean_score,
             "ctrl/train/best_so_far": state["best_fitness"],
             "ctrl/train/sigma": float(es.sigma),
+            "ctrl/train/real_steps": state["real_steps"],
         }
         state["history"].append(row)
         state["generation"] = g + 1
@@ -123,25 +127,43 @@ def run_cma_es(
     return state
 
 
-def real_fitness(pool: WorkerPool, rollouts: int, max_steps: int) -> Fitness:
-    """Mean real-game return over `rollouts` tracks, the same tracks for every candidate of a
-    generation and new tracks each generation (stream CTRL: never the collected or evaluation tracks)."""
+class RealFitness:
+    """Mean real-game return over `rollouts` tracks, the same tracks for every candidate of a generation and new
+    tracks each generation (stream CTRL: never the collected or evaluation tracks). `last_steps` counts the
+    real-game steps of the last call (the budget every method is compared by)."""
 
-    def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
-        tracks = [(Stream.CTRL, generation * rollouts + r) for r in range(rollouts)]
-        tasks = [EpisodeTask(t, t, max_steps, params=c.astype(np.float32)) for c in candidates for t in tracks]
-        returns = np.array([ep.ret for ep in pool.map(play_task, tasks)])  # (C * R,), candidate-major
-        return returns.reshape(len(candidates), rollouts).mean(axis=1)  # (C, R) -> (C,)
+    def __init__(self, pool: WorkerPool, rollouts: int, max_steps: int, hopeless_steps: int = 0):
+        self.pool, self.rollouts, self.max_steps, self.hopeless_steps = pool, rollouts, max_steps, hopeless_steps
+        self.last_steps = 0
 
-    return fitness
+    def __call__(self, candidates: np.ndarray, generation: int) -> np.ndarray:
+        R = self.rollouts
+        tracks = [(Stream.CTRL, generation * R + r) for r in range(R)]
+        tasks = [
+            EpisodeTask(t, t, self.max_steps, params=c.astype(np.float32), hopeless_steps=self.hopeless_steps)
+            for c in candidates
+            for t in tracks
+        ]
+        episodes = list(self.pool.map(play_task, tasks))
+        self.last_steps = sum(ep.steps for ep in episodes)
+        returns = np.array([ep.ret for ep in episodes])  # (C * R,), candidate-major
+        return returns.reshape(len(candidates), R).mean(axis=1)  # (C, R) -> (C,)
 
 
-def dream_fitness(dream: DreamEnv, ctrl_spec: ControllerSpec, master_seed: int, rollouts: int) -> Fitness:
-    """Mean dream return over `rollouts` dream worlds, shared by all candidates of a generation."""
+def dream_fitness(
+    dream: DreamEnv,
+    ctrl_spec: ControllerSpec,
+    master_seed: int,
+    rollouts: int,
+    key: tuple[int, ...] = (),
+    pessimism: float = 0.0,
+) -> Fitness:
+    """Mean dream return over `rollouts` dream worlds (minus `pessimism` x their std), shared by all candidates
+    of a generation; `key` names the run among several (iterative rounds), so that each draws its own worlds."""
 
     def fitness(candidates: np.ndarray, generation: int) -> np.ndarray:
         params = torch.as_tensor(candidates, dtype=torch.float32)
-        seed = int_seed(master_seed, Stream.DREAM, generation)
-        return dream.evaluate_candidates(ctrl_spec, params, rollouts, seed).cpu().double().numpy()
+        seed = int_seed(master_seed, Stream.DREAM, *key, generation)
+        return dream.evaluate_candidates(ctrl_spec, params, rollouts, seed, pessimism).cpu().double().numpy()
 
     return fitness

@@ -1,5 +1,6 @@
 """Real-game evaluation of a controller on unseen tracks, beside the random data policy on the same
-tracks, and a video of one episode with each real frame beside its FSQ-VAE reconstruction."""
+tracks; the dream-fidelity panel (wm/fidelity.py); and a video of one episode: each real frame beside its
+FSQ-VAE reconstruction and beside what the world model dreams from the same start under the same actions."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from wm.dream import DreamEnv, FixedStarts
 from wm.episodes import Episode, EpisodeTask, play_task
+from wm.fidelity import Panel, fidelity_metrics
 from wm.files import atomic_path
+from wm.models.controller import ControllerSpec
+from wm.models.fsq import FSQ
 from wm.models.fsq_vae import FSQVAE
+from wm.models.world_model import WorldModel
 from wm.parallel import WorkerPool
 from wm.seeding import Stream
+
+# Dreams per (controller, track) of the fidelity panel: the dream samples, the game does not.
+PANEL_DREAMS_PER_TRACK = 4
 
 
 def return_summary(prefix: str, returns: list[float]) -> dict[str, float]:
@@ -50,12 +59,58 @@ def evaluate_real(
     return metrics, rows, agent[0]
 
 
+def fidelity(
+    pool: WorkerPool, vae: FSQVAE, dream: DreamEnv, spec: ControllerSpec, panel: Panel, tracks: int, seed: int
+) -> tuple[dict[str, float], list[dict]]:
+    """Score every panel controller on the first `tracks` evaluation tracks in the real game and in `dream`
+    (its settings, horizon included) started from the encoded first frame of each of those tracks. Returns
+    the fidelity metrics and one row per controller (name, real and dream mean returns)."""
+    N, R = len(panel.params), tracks
+    tasks = [
+        EpisodeTask((Stream.EVAL, t), (Stream.EVAL, t), dream.max_steps, p, keep_frames=1)
+        for p in panel.params
+        for t in range(R)
+    ]
+    episodes = list(pool.map(play_task, tasks))
+    real = np.array([ep.ret for ep in episodes]).reshape(N, R).mean(axis=1)  # (N * R,) -> (N, R) -> (N,)
+    with torch.no_grad():
+        first = vae.encode(torch.from_numpy(np.stack([ep.frames[0] for ep in episodes[:R]])))[0]  # (R,) tokens
+    panel_dream = DreamEnv(dream.model, dream.fsq, FixedStarts(first), 1, **dream.settings())
+    params = torch.from_numpy(panel.params)
+    dreamt = panel_dream.evaluate_candidates(spec, params, R * PANEL_DREAMS_PER_TRACK, seed).cpu().double().numpy()
+    rows = [
+        {"controller": n, "real": float(r), "dream": float(d)}
+        for n, r, d in zip(panel.names, real, dreamt, strict=True)
+    ]
+    return fidelity_metrics(dreamt, real), rows
+
+
 @torch.no_grad()
-def beside_reconstructions(vae: FSQVAE, frames: np.ndarray) -> np.ndarray:
-    """(T, 64, 64, 3) uint8 frames -> (T, 64, 128, 3): each frame (left) beside its reconstruction (right)."""
+def dream_replay(
+    world_model: WorldModel, vae: FSQVAE, frames: np.ndarray, actions: np.ndarray, temperature: float, seed: int
+) -> np.ndarray:
+    """What the world model dreams from a real episode's first frame under the episode's own actions:
+    frames (T, 64, 64, 3) uint8 and actions (>= T - 1, 3) -> (T, 64, 64, 3) uint8 decoded dream frames."""
+    T = len(frames)
+    fsq = FSQ(world_model.config.fsq.levels)
+    start = vae.encode(torch.from_numpy(frames[:1]))[0]  # (1,)
+    env = DreamEnv(world_model, fsq, FixedStarts(start), 1, temperature, max(T - 1, 1), "cpu", done_mode="sample")
+    env.reset(seed)
+    tokens = [env.token.clone()]
+    for t in range(T - 1):
+        env.step(torch.from_numpy(actions[t : t + 1]))
+        tokens.append(env.token.clone())  # a finished dream keeps its last frame
+    images = vae.decode_indices(torch.cat(tokens))  # (T, 3, H, W) in [0, 1]
+    return images.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@torch.no_grad()
+def beside_reconstructions(vae: FSQVAE, frames: np.ndarray, dream: np.ndarray | None = None) -> np.ndarray:
+    """(T, 64, 64, 3) uint8 frames -> (T, 64, 128, 3): each frame (left) beside its reconstruction (right),
+    and beside the dreamt frame (T, 64, 64, 3) when given -> (T, 64, 192, 3)."""
     recon = vae.decode_codes(vae.encode(torch.from_numpy(frames))[1])  # (T, 3, H, W) in [0, 1]
     recon = recon.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()  # (T, H, W, 3)
-    return np.concatenate([frames, recon], axis=2)
+    return np.concatenate([frames, recon] + ([] if dream is None else [dream]), axis=2)
 
 
 def save_gif(frames: np.ndarray, path: Path, scale: int = 3, every: int = 2, fps: float = 50) -> None:

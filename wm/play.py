@@ -43,7 +43,7 @@ def write_video(path: Path, frames: list, fps: float) -> None:
 
 
 def play_command(
-    models: Annotated[Path, typer.Option(help="Folder of the published model files.")] = Path("models"),
+    models: Annotated[Path, typer.Option(help="Folder of the trained agent's model files.")] = Path("models/agent"),
     track: Annotated[
         int | None, typer.Option(help="Track seed (env.reset(seed=...)); default: the first evaluation track.")
     ] = None,

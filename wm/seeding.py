@@ -29,9 +29,10 @@ class Stream(IntEnum):
     CMA = 7  # pycma's sampling of candidates
     DREAM = 8  # dream worlds of controller training (start tokens, sampled tokens and dones)
     EVAL_DREAM = 9  # dream worlds of evaluation
+    ROUND = 10  # tracks and controller perturbations of the episodes collected in iterative training
 
 
-TRACK_STREAMS = (Stream.COLLECT, Stream.CTRL, Stream.EVAL)
+TRACK_STREAMS = (Stream.COLLECT, Stream.CTRL, Stream.EVAL, Stream.ROUND)
 
 
 def track_seed(master: int, stream: Stream, index: int) -> int:

@@ -56,6 +56,7 @@ class WorldModel(PublishedModule, nn.Module):
         self.hidden = wm.hidden
         self.reward_scale = wm.reward_scale
         self.reward_weight = wm.reward_weight
+        self.reward_overpredict = wm.reward_overpredict
         self.done_weight = wm.done_weight
         self.embed = nn.Embedding(self.codebook_size, wm.embed_dim)
         # FSQ codes are points on a grid, and neighbouring codes decode to similar frames, but a lookup
@@ -86,8 +87,12 @@ class WorldModel(PublishedModule, nn.Module):
         """The LSTM output h_t, (B, H): the controller's h in World Models' [z, h]."""
         return state[0][-1]
 
-    def forward(self, tokens: Tensor, actions: Tensor, state: State | None = None) -> WorldModelOutput:
-        """tokens (B, T) int64, actions (B, T, A) float -> per-step predictions (B, T, ...)."""
+    def forward(
+        self, tokens: Tensor, actions: Tensor, state: State | None = None, mask: Tensor | None = None
+    ) -> WorldModelOutput:
+        """tokens (B, T) int64, actions (B, T, A) float -> per-step predictions (B, T, ...). `mask` (B, H), a
+        dropout mask already scaled by 1 / (1 - p), replaces the dropout layer's own draw (a dream keeps one
+        mask per world for a whole episode)."""
         B, T = tokens.shape
         assert actions.shape == (B, T, self.action_dim), f"actions must be (B, T, A), got {actions.shape}"
         e = self.embed(tokens)  # (B, T, E)
@@ -95,7 +100,7 @@ class WorldModel(PublishedModule, nn.Module):
             e = e + self.code_proj(self.codes[tokens])  # (B, T, D) -> (B, T, E)
         x = torch.cat([e, actions.to(e.dtype)], dim=-1)  # (B, T, E+A)
         out, state = self.lstm(x, state)  # (B, T, H)
-        out = self.dropout(out)
+        out = self.dropout(out) if mask is None else out * mask[:, None, :]  # (B, H) -> (B, 1, H)
         logits = self.token_head(out).scatter_add(  # (B, T, K), + copy_logit at the current token
             -1, tokens[..., None], self.copy_logit.expand(B, T, 1)
         )
@@ -103,14 +108,15 @@ class WorldModel(PublishedModule, nn.Module):
         done_logit = self.done_head(out).squeeze(-1)  # (B, T, 1) -> (B, T)
         return WorldModelOutput(logits, reward, done_logit, state)
 
-    def step(self, tokens: Tensor, actions: Tensor, state: State | None) -> StepOutput:
+    def step(self, tokens: Tensor, actions: Tensor, state: State | None, mask: Tensor | None = None) -> StepOutput:
         """One batched dream step: tokens (B,), actions (B, A) -> logits (B, K), reward (B,) in
         environment units, done_logit (B,), new state. h for the controller is ``hidden_of(state)``."""
-        out = self.forward(tokens[:, None], actions[:, None, :], state)  # T = 1
+        out = self.forward(tokens[:, None], actions[:, None, :], state, mask)  # T = 1
         return out.logits[:, 0], out.reward[:, 0], out.done_logit[:, 0], out.state
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """CE(next token) + reward_weight * MSE(scaled reward) + done_weight * BCE(done).
+        """CE(next token) + reward_weight * MSE(scaled reward, over-prediction weighted by reward_overpredict)
+        + done_weight * BCE(done).
 
         batch: tokens (B, T+1) int64, actions (B, T, A), rewards (B, T), dones (B, T) in {0, 1}.
         Metrics (batch means as python floats, no split prefix) include done_tp/fp/fn as `Count`s
@@ -126,7 +132,12 @@ class WorldModel(PublishedModule, nn.Module):
         out = self.forward(inputs, actions)
         ce = F.cross_entropy(out.logits.reshape(B * T, -1), targets.reshape(B * T))  # (B*T, K) vs (B*T,)
         s = self.reward_scale
-        reward_mse_scaled = F.mse_loss(out.reward * s, rewards * s)
+        err = (out.reward - rewards) * s  # (B, T), scaled units
+        # A pessimistic reward head (`wm.reward_overpredict` > 1, world-models-jax used 5): over-prediction
+        # costs more than under-prediction, so the dream errs on the low side where the data is thin, and a
+        # controller gains less from states where the model would otherwise hallucinate reward.
+        weight = torch.where(err > 0, self.reward_overpredict, 1.0)
+        reward_mse_scaled = (weight * err**2).mean()
         done_bce = F.binary_cross_entropy_with_logits(out.done_logit, dones)
         loss = ce + self.reward_weight * reward_mse_scaled + self.done_weight * done_bce
 
@@ -137,7 +148,7 @@ class WorldModel(PublishedModule, nn.Module):
             metrics = {
                 "loss": float(loss),
                 "ce": float(ce),
-                "reward_mse": float(reward_mse_scaled) / s**2,  # env units^2
+                "reward_mse": float((err**2).mean()) / s**2,  # env units^2
                 "done_bce": float(done_bce),
                 "acc": float((top5[..., 0] == targets).float().mean()),
                 "top5": float((top5 == targets[..., None]).any(-1).float().mean()),

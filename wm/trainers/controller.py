@@ -1,33 +1,44 @@
-"""`ControllerTrainer`: CMA-ES on the controller, its fitness from the dream or the real game."""
+"""`ControllerTrainer`: CMA-ES on the controller, its fitness from the dream or the real game, and iterative
+training (World Models, Sec. 5): rounds of collecting real episodes with the current controller, retraining
+the world model on all data so far and retraining the controller in the new dream."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from wm.agent import Agent, AgentModels
 from wm.checkpoints import ResumeCache
-from wm.config import WorldModelAgentConfig, ctrl_fingerprint
-from wm.datafiles import Tokens, load_tokens
-from wm.dream import make_dream
-from wm.episodes import init_worker
+from wm.config import WorldModelAgentConfig, ctrl_fingerprint, vae_fingerprint, wm_fingerprint
+from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tokens
+from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
+from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, play_task
 from wm.errors import WmError
-from wm.es import ESSpec, dream_fitness, real_fitness, run_cma_es
-from wm.metrics import write_history
+from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
+from wm.fidelity import spearman
+from wm.files import write_csv, write_json
+from wm.interrupt import raise_if_interrupted
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
 from wm.parallel import WorkerPool
 from wm.runtime import RuntimeSettings, load_runtime, resolve_device
+from wm.seeding import Stream, int_seed, numpy_rng
+from wm.trainers.world_model import WorldModelTrainer
+
+# Dreams per collected episode when the previous round's dream predicts its return (per-round fidelity).
+PREDICTIONS_PER_EPISODE = 4
 
 
 class ControllerTrainer:
     """Optimise the controller with CMA-ES, its fitness from the dream (`ctrl.train_in: dream`, needs the
-    tokens file for real episode starts) or the real game (`real`, in worker processes).
+    tokens file: dreams start from real data) or the real game (`real`, in worker processes). In the dream,
+    `iterate.rounds` rounds of collect -> retrain world model -> retrain controller follow.
 
     >>> controller = ControllerTrainer(vae, world_model, config).fit("data/tokens.h5")
-    >>> agent = Agent(vae, controller, world_model)
+    >>> agent = Agent(vae, controller, world_model)   # world_model: the last round's
     """
 
     def __init__(
@@ -42,46 +53,202 @@ class ControllerTrainer:
         self.device = resolve_device(config.device)
         self.controller = EvolutionaryController(config.controller)
         self.state: dict | None = None
+        self.history: list[dict] = []  # CMA-ES generations of every round
+        self.rounds: list[dict] = []  # one row per round: data, real and dream returns, fidelity
+        self.round_data: list[Tokens] = []  # the episodes collected in rounds 1..R
+        self.real_steps = 0  # real-game steps used for training: data, rounds, real-game fitness
+
+    def _cache(self, **run) -> ResumeCache:
+        fingerprint = ctrl_fingerprint(self.config) | {"run": run}
+        return ResumeCache.for_run(
+            self.runtime.cache_dir, "ctrl", fingerprint, "generations", self.device.type, __name__
+        )
 
     def fit(
         self, tokens: str | Path | Tokens | None = None, metrics: Path | None = None, plots: Path | None = None
     ) -> EvolutionaryController:
-        """Run CMA-ES (resuming when possible); returns the controller holding the best candidate."""
-        cfg, rt, c = self.config, self.runtime, self.config.ctrl
+        """Run CMA-ES (and the rounds; resuming when possible); returns the controller holding the best
+        candidate. `metrics`/`plots` get the last generation's row and every generation's and round's rows."""
+        cfg, c = self.config, self.config.ctrl
         spec = self.controller.spec
-        cache = ResumeCache.for_run(
-            rt.cache_dir, "ctrl", ctrl_fingerprint(cfg), "generations", self.device.type, __name__
-        )
-        es_spec = ESSpec(c.popsize, c.sigma0, c.generations, cfg.seed, cache)
         print(
             f"ctrl: {c.kind} controller, {spec.num_params} parameters, CMA-ES popsize {c.popsize}, "
             f"{c.rollouts} episodes of {c.max_steps} steps per candidate, trained in the {c.train_in}"
+            + (f", {cfg.iterate.rounds} rounds of iterative training" if cfg.iterate.rounds else "")
         )
-
-        def on_generation(state: dict) -> None:
-            history = state["history"]
-            write_history(metrics, None if plots is None else plots / "history.csv", history, history[-1])
-
-        if c.train_in == "dream":
-            if tokens is None:
-                raise WmError("ctrl.train_in: dream needs the tokens file (dreams start from real episode starts)")
-            data = tokens if isinstance(tokens, Tokens) else load_tokens(tokens)
-            dream = make_dream(self.world_model.to(self.device), data, c.temperature, c.max_steps)
-            self.state = run_cma_es(es_spec, spec, dream_fitness(dream, spec, cfg.seed, c.rollouts), on_generation)
-        else:
-            workers = min(rt.num_workers, (c.popsize + 1) * c.rollouts)
+        self.history, self.rounds, self.round_data = [], [], []
+        if c.train_in == "real":
+            self.real_steps = 0 if tokens is None else int(self._tokens(tokens).steps.step_offsets[-1])
             models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-            with WorkerPool(workers, init_worker, (cfg, rt.fast_env, models)) as pool:
-                self.state = run_cma_es(es_spec, spec, real_fitness(pool, c.rollouts, c.max_steps), on_generation)
-        self.controller.params.copy_(torch.from_numpy(self.state["best"]))
+            workers = min(self.runtime.num_workers, (c.popsize + 1) * c.rollouts)
+            with WorkerPool(workers, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+                fitness = RealFitness(pool, c.rollouts, c.max_steps, c.hopeless_steps)
+                self._cma_es(fitness, self._cache(), metrics, plots)
+            self.real_steps += self.state["real_steps"]
+        else:
+            if tokens is None:
+                raise WmError("ctrl.train_in: dream needs the tokens file (dreams start from real data)")
+            data = self._tokens(tokens)
+            self.real_steps = int(data.steps.step_offsets[-1])
+            self._train_in_dream(0, data, metrics, plots)
+            for r in range(1, cfg.iterate.rounds + 1):
+                self._round(r, data, metrics, plots)
+        self._write(metrics, plots)
         return self.controller
 
+    @staticmethod
+    def _tokens(tokens: str | Path | Tokens) -> Tokens:
+        return tokens if isinstance(tokens, Tokens) else load_tokens(tokens)
+
+    def _cma_es(self, fitness, cache: ResumeCache, metrics, plots, x0=None, sigma=None, key=()) -> None:
+        c, previous = self.config.ctrl, list(self.history)
+        es_spec = ESSpec(c.popsize, sigma or c.sigma0, c.generations, self.config.seed, cache, x0, key)
+        round_index = {"round": key[0] if key else 0}
+
+        def on_generation(state: dict) -> None:
+            self.history = previous + [round_index | row for row in state["history"]]
+            self._write(metrics, plots)
+
+        self.state = run_cma_es(es_spec, self.controller.spec, fitness, on_generation)
+        self.controller.params.copy_(torch.from_numpy(self.state["best"]))
+
+    def _dream(self, data: Tokens) -> DreamEnv:
+        c = self.config.ctrl
+        starts = ContextStarts(data, c.dream_warmup, c.dream_start == "anywhere")
+        levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}
+        return make_dream(self.world_model.to(self.device), starts, c.temperature, c.max_steps, **levers)
+
+    def _train_in_dream(self, r: int, data: Tokens, metrics, plots) -> None:
+        """CMA-ES in the dream of the current world model; rounds after the first may start at the previous
+        controller (iterate.warm_start). Round 0 is exactly the run without rounds."""
+        it, c, key = self.config.iterate, self.config.ctrl, (r,) if r else ()
+        warm = r > 0 and it.warm_start
+        fitness = dream_fitness(self._dream(data), self.controller.spec, self.config.seed, c.rollouts, key, c.pessimism)
+        x0 = self.controller.params.numpy().copy() if warm else None
+        self._cma_es(fitness, self._cache(round=r), metrics, plots, x0, it.sigma if warm else None, key)
+
+    def _round(self, r: int, data: Tokens, metrics, plots) -> None:
+        """Round r: collect with the current controller (perturbed per episode), measure how well the current
+        dream predicted those episodes, retrain the world model on everything so far, retrain the controller."""
+        it = self.config.iterate
+        params, collected = self._collect(r)
+        predicted = self._predict_returns(params, collected)
+        real = np.array([ep.ret for ep in collected])
+        self.real_steps += sum(ep.steps for ep in collected)
+        all_data = concat_tokens([data, *self.round_data])
+        trainer = WorldModelTrainer(self.world_model, self.vae, self.config, self.runtime)
+        wm_result = trainer.fit(all_data, epochs=it.wm_epochs, run={"round": r})
+        self._train_in_dream(r, all_data, metrics, plots)
+        self.rounds.append(
+            {
+                "round": r,
+                "real_steps": self.real_steps,
+                "collect_return_mean": float(real.mean()),
+                "collect_return_unperturbed": float(real[0]),
+                "predicted_return_mean": float(predicted.mean()),
+                "episode_rank_corr": spearman(predicted, real),
+                "wm_val_ce": wm_result.selected["wm/val/ce"],
+                "wm_val_return_corr": wm_result.selected["wm/val/return_corr"],
+                "dream_fitness": float(self.state["best_fitness"]),
+            }
+        )
+        print(
+            f"round {r}/{it.rounds}: collected return {real.mean():.1f} (dream predicted {predicted.mean():.1f}, "
+            f"rank corr {self.rounds[-1]['episode_rank_corr']:.2f}), world model val ce "
+            f"{wm_result.selected['wm/val/ce']:.3f}, dream fitness {self.state['best_fitness']:.1f}, "
+            f"{self.real_steps} real steps so far",
+            flush=True,
+        )
+
+    def _collect(self, r: int) -> tuple[np.ndarray, list[Episode]]:
+        """The round's episodes (resumable: kept in the resume cache once complete): episode i of round r is
+        played on track (ROUND, (r-1)*E + i) by the current controller plus a Gaussian perturbation of std
+        iterate.noise (none for i = 0). Returns the (E, P) parameters and the episodes, frames dropped."""
+        cfg, it = self.config, self.config.iterate
+        theta = self.controller.params.numpy()
+        noise = [np.zeros_like(theta)] + [
+            it.noise * numpy_rng(cfg.seed, Stream.ROUND, r, i).standard_normal(theta.shape).astype(np.float32)
+            for i in range(1, it.episodes)
+        ]
+        params = theta[None] + np.stack(noise)  # (E, P)
+        store = self._cache(round=r, part="data").path.with_suffix(".h5")
+        if store.exists():
+            self.round_data.append(load_tokens(store))
+            return params, self._episodes_of(self.round_data[-1])
+        tracks = [(Stream.ROUND, (r - 1) * it.episodes + i) for i in range(it.episodes)]
+        tasks = [EpisodeTask(t, t, it.max_steps, p, ALL_FRAMES) for t, p in zip(tracks, params, strict=True)]
+        models = AgentModels.of(self.vae, cfg.controller, self.world_model)
+        workers = min(self.runtime.num_workers, it.episodes)
+        with WorkerPool(workers, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+            episodes = list(pool.map(play_task, tasks))
+        tokens, codes = self._encode(np.concatenate([ep.frames for ep in episodes]))
+        write_tokens(store, tokens, codes, steps_of(episodes), {"levels": cfg.fsq.levels, "seed": cfg.seed, "round": r})
+        self.round_data.append(load_tokens(store))
+        return params, self._episodes_of(self.round_data[-1])
+
+    @torch.no_grad()
+    def _encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vae, bs = self.vae.to(self.device).eval(), self.config.encode.batch_size
+        tokens, codes = [], []
+        for i in range(0, len(frames), bs):
+            raise_if_interrupted()
+            idx, z = vae.encode(torch.from_numpy(frames[i : i + bs]).to(self.device))
+            tokens.append(idx.cpu().numpy())
+            codes.append(z.cpu().numpy())
+        return np.concatenate(tokens), np.concatenate(codes)
+
+    @staticmethod
+    def _episodes_of(data: Tokens) -> list[Episode]:
+        """The per-step records of a round's stored episodes (no frames)."""
+        s, o = data.steps, data.steps.step_offsets
+        return [
+            Episode(s.actions[a:b], s.rewards[a:b], s.terminated[a:b], s.truncated[a:b], int(s.track_seeds[e]))
+            for e, (a, b) in enumerate(zip(o[:-1], o[1:], strict=True))
+        ]
+
+    @torch.no_grad()
+    def _predict_returns(self, params: np.ndarray, episodes: list[Episode]) -> np.ndarray:
+        """(E,) mean dream return of each collected episode's controller from that episode's first frame, in the
+        current (not yet retrained) dream, at the collection's horizon: how well the dream predicted the game."""
+        E, k, c = len(episodes), PREDICTIONS_PER_EPISODE, self.config.ctrl
+        data = self.round_data[-1]
+        first = torch.from_numpy(data.tokens[data.steps.frame_offsets[:-1]])  # (E,) first frame of each episode
+        levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}
+        dream = make_dream(self.world_model, FixedStarts(first), c.temperature, self.config.iterate.max_steps, **levers)
+        dream = DreamEnv(dream.model, dream.fsq, dream.starts, E * k, **dream.settings())  # env b: episode b % E
+        tiled = torch.from_numpy(params).to(self.device).repeat(k, 1)  # (E, P) -> (k * E, P)
+        spec = self.controller.spec
+        seed = int_seed(self.config.seed, Stream.ROUND, len(self.rounds) + 1)
+        returns = dream.rollout(lambda obs: spec.act(tiled, obs), seed, use_hidden=spec.h_dim > 0)
+        return returns.view(k, E).mean(dim=0).cpu().double().numpy()  # (k * E,) -> (k, E) -> (E,)
+
+    def _write(self, metrics: Path | None, plots: Path | None) -> None:
+        if metrics is not None and self.history:
+            last = self.history[-1] | {"ctrl/total/real_steps": self.real_steps, "ctrl/total/rounds": len(self.rounds)}
+            if self.rounds:
+                last |= {f"ctrl/round/{k}": v for k, v in self.rounds[-1].items() if k != "round"}
+            write_json(metrics, last)
+        if plots is not None:
+            if self.history:
+                write_csv(plots / "history.csv", self.history)
+            if self.rounds:
+                write_csv(plots / "rounds.csv", self.rounds)
+
     def agent(self) -> Agent:
-        """The trained agent (after `fit`): V, M and C acting on CarRacing observations."""
+        """The trained agent (after `fit`): V, M (the last round's) and C acting on CarRacing observations."""
         return Agent(self.vae, self.controller, self.world_model)
 
-    def publish(self, path: str | Path) -> None:
-        """Write the best controller as a weights-only model file (after `fit`)."""
+    def round_tokens(self) -> Tokens | None:
+        """The episodes collected in every round, as one token dataset (None without rounds)."""
+        return concat_tokens(self.round_data) if self.round_data else None
+
+    def publish(self, folder: str | Path) -> None:
+        """Write the trained agent (after `fit`): folder/vae.pt, wm.pt (the last round's world model) and
+        controller.pt, weights-only files that `wm.load_agent(folder)` reads."""
         assert self.state is not None, "fit first"
-        meta = {"generations": self.state["generation"], "best_fitness": self.state["best_fitness"]}
-        self.controller.publish(Path(path), ctrl_fingerprint(self.config), meta)
+        cfg, folder = self.config, Path(folder)
+        meta = {"best_fitness": self.state["best_fitness"], "real_steps": self.real_steps, "rounds": len(self.rounds)}
+        self.vae.publish(folder / "vae.pt", vae_fingerprint(cfg), {})
+        wm_fp = ctrl_fingerprint(cfg) if self.rounds else wm_fingerprint(cfg)  # retrained in the rounds
+        self.world_model.publish(folder / "wm.pt", wm_fp, {"rounds": len(self.rounds)})
+        self.controller.publish(folder / "controller.pt", ctrl_fingerprint(cfg), meta)

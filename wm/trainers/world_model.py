@@ -6,9 +6,10 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from wm.batches import WindowLoader, split_episodes
+from wm.batches import WindowLoader, reward_targets, split_episodes
 from wm.checkpoints import ResumeCache
 from wm.config import WorldModelAgentConfig, wm_fingerprint
 from wm.datafiles import Tokens, load_tokens
@@ -36,6 +37,52 @@ def wm_validation(model: WorldModel, batches: Iterable[dict[str, torch.Tensor]])
     out["done_recall"] = tp / (tp + fn) if tp + fn else 0.0
     out["done_true"] = tp + fn
     return out
+
+
+# A "tile step" gains a new track tile (+1000/N, N ~ 250-300 tiles, minus 0.1); every other step gives -0.1.
+TILE_THRESHOLD = 1.0
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x**2).sum() * (y**2).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+@torch.no_grad()
+def reward_probe(model: WorldModel, data: Tokens, episodes: np.ndarray, chunk: int = 32) -> dict[str, float]:
+    """The reward head teacher-forced over whole episodes (real tokens and actions, no sampling): what a dream
+    would add up if the next tokens were right, against the game's rewards (without the -100 of leaving the
+    playfield, which the reward head does not regress). A dream can only rank controllers if `return_corr` (predicted
+    vs real episode return) is high; `tile_recall` is the share of steps that gain a tile whose predicted
+    reward exceeds TILE_THRESHOLD, `tile_pred` the mean prediction on them (the game gives ~3.6), `return_bias`
+    the mean predicted minus real return."""
+    device = next(model.parameters()).device
+    steps = data.steps
+    targets = reward_targets(steps)  # the game's rewards without the -100 of leaving the playfield
+    preds, reals = [], []
+    for i in range(0, len(episodes), chunk):
+        eps = episodes[i : i + chunk]
+        lengths = steps.lengths[eps]  # (E,)
+        t = np.arange(lengths.max())
+        valid = t[None, :] < lengths[:, None]  # (E, T)
+        t = np.where(valid, t[None, :], 0)  # padding reads each episode's first step, then is dropped
+        f_idx = steps.frame_offsets[eps][:, None] + t  # (E, T)
+        s_idx = steps.step_offsets[eps][:, None] + t  # (E, T)
+        tokens = torch.from_numpy(data.tokens[f_idx]).to(device)
+        actions = torch.from_numpy(steps.actions[s_idx]).to(device)  # (E, T, 3)
+        pred = model(tokens, actions).reward.cpu().numpy()  # (E, T)
+        preds += [p[v] for p, v in zip(pred, valid, strict=True)]
+        reals += [targets[s][v] for s, v in zip(s_idx, valid, strict=True)]
+    pred, real = np.concatenate(preds), np.concatenate(reals)
+    tile = real > TILE_THRESHOLD
+    pred_ret, real_ret = np.array([p.sum() for p in preds]), np.array([r.sum() for r in reals])
+    return {
+        "return_corr": _pearson(pred_ret, real_ret),
+        "return_bias": float((pred_ret - real_ret).mean()),
+        "tile_recall": float((pred[tile] > TILE_THRESHOLD).mean()) if tile.any() else 0.0,
+        "tile_pred": float(pred[tile].mean()) if tile.any() else 0.0,
+    }
 
 
 class WorldModelTrainer:
@@ -66,9 +113,19 @@ class WorldModelTrainer:
             self.vae.to(self.device), rollouts, out, self.config.encode.batch_size, self.runtime.progress
         )
 
-    def fit(self, tokens: str | Path | Tokens, metrics: Path | None = None, plots: Path | None = None) -> TrainResult:
-        """Train (resuming when possible); `world_model` ends with the weights of the best validation epoch."""
+    def fit(
+        self,
+        tokens: str | Path | Tokens,
+        metrics: Path | None = None,
+        plots: Path | None = None,
+        epochs: int | None = None,
+        run: dict | None = None,
+    ) -> TrainResult:
+        """Train (resuming when possible) for `epochs` (default wm.epochs) from the model's current weights;
+        `world_model` ends with the weights of the best validation epoch. `run` names this training among
+        several of the same params in the resume cache (the rounds of iterative training)."""
         cfg, w = self.config, self.config.wm
+        epochs = w.epochs if epochs is None else epochs
         data = tokens if isinstance(tokens, Tokens) else load_tokens(tokens)
         if data.levels != cfg.fsq.levels:
             source = "the tokens" if isinstance(tokens, Tokens) else tokens
@@ -76,8 +133,8 @@ class WorldModelTrainer:
                 f"{source}: encoded with fsq.levels={data.levels}, params say {cfg.fsq.levels}; run `dvc repro encode`"
             )
         train_eps, val_eps = split_episodes(data.steps.num_episodes, w.val_fraction, cfg.seed)
-        train_windows = WindowLoader(data, train_eps, w.seq_len, w.batch_size, self.device)
-        val_windows = WindowLoader(data, val_eps, w.seq_len, w.batch_size, self.device)
+        train_windows = WindowLoader(data, train_eps, w.seq_len, w.batch_size, self.device, w.reward_smoothing)
+        val_windows = WindowLoader(data, val_eps, w.seq_len, w.batch_size, self.device, w.reward_smoothing)
         n_train = len(train_windows.starts(None)[0])
         if n_train == 0 or len(val_windows.starts(None)[0]) == 0:
             raise WmError(f"no episode has wm.seq_len={w.seq_len} steps on both sides of the split; lower wm.seq_len")
@@ -92,12 +149,12 @@ class WorldModelTrainer:
 
         self.result = train(
             self.world_model,
-            TrainSpec("wm", w.epochs, w.lr, w.weight_decay, w.grad_clip, select="ce", train_metrics=TRAIN_METRICS),
+            TrainSpec("wm", epochs, w.lr, w.weight_decay, w.grad_clip, select="ce", train_metrics=TRAIN_METRICS),
             ResumeCache.for_run(
-                self.runtime.cache_dir, "wm", wm_fingerprint(cfg), "epochs", self.device.type, __name__
+                self.runtime.cache_dir, "wm", wm_fingerprint(cfg) | {"run": run}, "epochs", self.device.type, __name__
             ),
             train_batches=lambda epoch: train_windows.epoch(epoch_generator(cfg.seed, epoch)),
-            evaluate=lambda m: wm_validation(m, val_windows.epoch(None)),
+            evaluate=lambda m: wm_validation(m, val_windows.epoch(None)) | reward_probe(m, data, val_eps),
             device=self.device,
             on_epoch=on_epoch,
             batches_per_epoch=math.ceil(n_train / w.batch_size),

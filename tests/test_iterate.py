@@ -1,0 +1,130 @@
+"""Iterative training (wm/trainers/controller.py): rounds of collect -> retrain world model -> retrain
+controller in the dream, on a tiny config: what each round collects, and resuming a killed round."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wm.agent import Agent
+from wm.collect import DataCollector
+from wm.config import parse_params
+from wm.encoding import encode_rollouts
+from wm.episodes import make_env, run_episode
+from wm.models.controller import EvolutionaryController
+from wm.models.fsq_vae import FSQVAE
+from wm.models.world_model import WorldModel
+from wm.seeding import Stream, numpy_rng, track_seed
+from wm.trainers import controller as controller_module
+from wm.trainers.controller import ControllerTrainer
+
+from .conftest import tiny_params
+
+ROUNDS = {"rounds": 2, "episodes": 3, "max_steps": 25, "noise": 0.5, "wm_epochs": 1}
+
+
+def config(**iterate):
+    return parse_params(tiny_params(iterate=ROUNDS | iterate, ctrl={"generations": 2, "max_steps": 20}))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Random-policy episodes encoded by an (untrained) VAE: the tokens round 0 dreams from."""
+    root = tmp_path_factory.mktemp("iterate")
+    cfg = config()
+    DataCollector(cfg).collect(root / "rollouts.h5", progress=False)
+    torch.manual_seed(0)
+    vae = FSQVAE(cfg.fsq_vae).eval()
+    encode_rollouts(vae, root / "rollouts.h5", root / "tokens.h5", 64, progress=False)
+    return root / "tokens.h5", vae.state_dict()
+
+
+def trainer(cfg, data) -> ControllerTrainer:
+    vae = FSQVAE(cfg.fsq_vae)
+    vae.load_state_dict(data[1])
+    torch.manual_seed(1)
+    return ControllerTrainer(vae.eval(), WorldModel(cfg.world_model), cfg)
+
+
+def replay(cfg, t: ControllerTrainer, params: np.ndarray, index: int, world_model: WorldModel) -> np.ndarray:
+    """The actions an agent with these controller params takes on round track `index`, played again here."""
+    agent = Agent(t.vae, EvolutionaryController(cfg.controller, params), world_model)
+    seed = track_seed(cfg.seed, Stream.ROUND, index)
+    return run_episode(make_env(cfg, True), agent, seed, None, cfg.iterate.max_steps).actions
+
+
+def test_each_round_collects_with_the_previous_rounds_controller(data):
+    cfg = config()
+    first = trainer(config(rounds=0), data)
+    theta0 = first.fit(data[0]).params.numpy().copy()  # round 0 alone is the run without rounds
+    t = trainer(cfg, data)
+    t.fit(data[0])
+    assert [r["round"] for r in t.rounds] == [1, 2] and len(t.round_data) == 2
+    assert all(d.steps.num_episodes == 3 for d in t.round_data)
+    round1 = t.round_data[0]
+    a, b = round1.steps.step_offsets[:2]
+    # episode 0 of round 1 is the round-0 controller itself, on track (ROUND, 0)
+    np.testing.assert_array_equal(round1.steps.actions[a:b], replay(cfg, t, theta0, 0, first.world_model))
+    # episode 1 is that controller perturbed by iterate.noise (stream ROUND, round 1, episode 1)
+    noise = 0.5 * numpy_rng(cfg.seed, Stream.ROUND, 1, 1).standard_normal(theta0.shape).astype(np.float32)
+    c, d = round1.steps.step_offsets[1:3]
+    np.testing.assert_array_equal(round1.steps.actions[c:d], replay(cfg, t, theta0 + noise, 1, first.world_model))
+    assert not np.array_equal(round1.steps.actions[c:d][:5], round1.steps.actions[a:b][:5])
+    # rounds play their own tracks, never collected, training or evaluation tracks
+    seeds = {int(s) for d in t.round_data for s in d.steps.track_seeds}
+    assert seeds == {track_seed(cfg.seed, Stream.ROUND, i) for i in range(6)}
+    assert t.real_steps == sum(int(d.steps.step_offsets[-1]) for d in [*t.round_data]) + int(
+        first._tokens(data[0]).steps.step_offsets[-1]
+    )
+    # the round rows report the collected returns
+    rewards = round1.steps.rewards
+    returns = [
+        rewards[x:y].sum(dtype=np.float64)
+        for x, y in zip(round1.steps.step_offsets[:-1], round1.steps.step_offsets[1:], strict=True)
+    ]
+    assert t.rounds[0]["collect_return_mean"] == pytest.approx(np.mean(returns))
+
+
+def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
+    """Killed while retraining the world model of round 1 (its episodes collected), rerun: the round's
+    episodes come from the resume cache, not the game again, and the published agent is byte-identical to
+    an uninterrupted run's."""
+    cfg = config()
+    whole = trainer(cfg, data)
+    whole.fit(data[0])
+    whole.publish(tmp_path / "whole")
+
+    monkeypatch.setenv("WM_CACHE_DIR", str(tmp_path / "killed-cache"))
+    from wm.runtime import load_runtime
+
+    load_runtime.cache_clear()
+    original = controller_module.WorldModelTrainer.fit
+    calls = {"fit": 0, "collect": 0}
+
+    def dying_fit(self, *args, **kwargs):
+        calls["fit"] += 1
+        if calls["fit"] == 1:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(controller_module.WorldModelTrainer, "fit", dying_fit)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(cfg, data).fit(data[0])
+    monkeypatch.setattr(controller_module.WorldModelTrainer, "fit", original)
+
+    played = controller_module.WorkerPool
+
+    class CountingPool(played):
+        def __init__(self, *args, **kwargs):
+            calls["collect"] += 1
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(controller_module, "WorkerPool", CountingPool)
+    resumed = trainer(cfg, data)
+    resumed.fit(data[0])
+    assert calls["collect"] == 1  # round 1's episodes from the cache; only round 2 played the game
+    resumed.publish(tmp_path / "resumed")
+    for name in ("vae.pt", "wm.pt", "controller.pt"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert resumed.rounds == whole.rounds
