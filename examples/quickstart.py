@@ -1,10 +1,11 @@
-"""The whole agent from Python, end to end on tiny data in about half a minute on a CPU.
+"""The whole agent from Python, end to end on tiny data in under a minute on a CPU.
 
     python examples/quickstart.py [--out quickstart-run]
 
 Collects a few random-policy episodes, trains the FSQ-VAE, the token world model and the controller briefly
-(CMA-ES in the dream), then lets the agent drive one real CarRacing-v3 track. The same classes run the DVC
-pipeline (stages/), at the scale of params.yaml. tests/test_quickstart.py runs this script.
+(CMA-ES in the dream, one round of iterative training), then lets the agent drive one real CarRacing-v3
+track. The same classes run the DVC pipeline (stages/), at the scale of params.yaml.
+tests/test_quickstart.py runs this script.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
         vae={"epochs": 2, "batch_size": 32, "channels": [16, 32, 32, 64]},
         wm={"epochs": 3, "batch_size": 8, "seq_len": 16, "hidden": 64, "embed_dim": 32},
         ctrl={"train_in": "dream", "popsize": 8, "generations": 3, "rollouts": 4, "max_steps": 60},
+        # one round of iterative training: 2 real episodes with the controller, the world model retrained
+        iterate={"rounds": 1, "episodes": 2, "max_steps": 60, "wm_epochs": 1},
     )
     seed_everything(config.seed)
 
@@ -54,13 +57,11 @@ def main() -> None:
 
     controller = EvolutionaryController(config.controller)  # C: 15 parameters, all zero before training
     ctrl_trainer = ControllerTrainer(vae, world_model, config)
-    controller = ctrl_trainer.fit(out / "tokens.h5")  # CMA-ES inside the world model's dream
+    controller = ctrl_trainer.fit(out / "tokens.h5")  # CMA-ES in the dream, then the rounds
 
-    # Publish weights-only model files (what `dvc repro` leaves in models/) and load the agent back.
-    vae_trainer.publish(out / "models" / "vae.pt")
-    wm_trainer.publish(out / "models" / "wm.pt")
-    ctrl_trainer.publish(out / "models" / "controller.pt")
-    agent = load_agent(out / "models")
+    # Publish weights-only model files (what `dvc repro` leaves in models/agent) and load the agent back.
+    ctrl_trainer.publish(out / "agent")  # vae.pt, wm.pt (retrained in the rounds), controller.pt
+    agent = load_agent(out / "agent")
 
     env = make_car_racing()
     obs, _ = env.reset(seed=7)

@@ -339,3 +339,7 @@ def test_reward_targets_drop_the_playfield_penalty_and_smooth_within_episodes():
     np.testing.assert_allclose(smooth[:4], [(-0.1 + 3.5) / 2, 3.3 / 3, 3.3 / 3, -0.1], rtol=1e-6)
     np.testing.assert_allclose(smooth[4:], [-0.1, 3.2 / 3, 3.2 / 3, (3.4 - 0.1) / 2], rtol=1e-6)
     assert smooth.dtype == np.float32
+    # a window longer than an episode (default smoothing 15, a 4-step episode) is the episode's mean reward
+    np.testing.assert_allclose(reward_targets(steps, 15)[:4], [(3.5 - 0.3) / 4] * 4, rtol=1e-6)
+    # an even window leans back: steps i-2..i+1, the slice numpy's mode="same" takes
+    np.testing.assert_allclose(reward_targets(steps, 4)[4:], [-0.1, 3.2 / 3, 3.1 / 4, 3.2 / 3], rtol=1e-6)

@@ -55,7 +55,8 @@ def test_every_boolean_flipped_runs_and_reports(project_copy):
     defaults = WorldModelAgentConfig().model_dump(mode="json")
     params = tiny_params(ctrl={"train_in": "dream"})
     switches = boolean_switches()
-    assert {"wm.code_input", "ctrl.use_hidden", "ctrl.dream_dropout", "iterate.warm_start", "eval.video"} <= set(switches)
+    expected = {"wm.code_input", "ctrl.use_hidden", "ctrl.dream_dropout", "iterate.warm_start", "eval.video"}
+    assert expected <= set(switches)
     for key in switches:
         section, name = key.split(".")
         params[section][name] = not defaults[section][name]

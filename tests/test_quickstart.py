@@ -30,4 +30,4 @@ def test_quickstart_trains_and_drives(tmp_path):
     proc = run_cli([sys.executable, str(REPO / "examples" / "quickstart.py"), "--out", str(tmp_path / "run")], tmp_path)
     assert "return on track 7 in 100 steps" in proc.stdout, proc.stdout
     for name in ("vae.pt", "wm.pt", "controller.pt"):
-        assert (tmp_path / "run" / "models" / name).is_file()
+        assert (tmp_path / "run" / "agent" / name).is_file()

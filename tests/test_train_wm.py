@@ -86,7 +86,7 @@ class Runs:
         return json.loads(self.paths(name)["metrics"].read_text())
 
     def resume_path(self, name: str, epochs: int = 1) -> Path:
-        fingerprint = wm_fingerprint(parse_params(self.params(epochs)))
+        fingerprint = wm_fingerprint(parse_params(self.params(epochs))) | {"run": None}  # not a round's training
         return ResumeCache.for_run(self.cache(name), "wm", fingerprint, "epochs", "cpu", "wm.trainers.world_model").path
 
     def same(self, a: str, b: str) -> bool:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import torch
 
-from wm.datafiles import Tokens, frame_offsets, read_frames
+from wm.datafiles import StepData, Tokens, frame_offsets, read_frames
 from wm.errors import WmError
 from wm.seeding import Stream, numpy_rng
 
@@ -126,11 +126,13 @@ def reward_targets(steps: StepData, smoothing: int = 1) -> np.ndarray:
     rewards = np.maximum(steps.rewards, STEP_REWARD).astype(np.float32)
     if smoothing <= 1:
         return rewards
-    kernel = np.ones(smoothing)
+    kernel, lead = np.ones(smoothing), (smoothing - 1) // 2
     out = np.empty_like(rewards)
     for a, b in zip(steps.step_offsets[:-1], steps.step_offsets[1:], strict=True):
-        total = np.convolve(rewards[a:b], kernel, mode="same")
-        count = np.convolve(np.ones(b - a), kernel, mode="same")  # fewer steps near the episode's ends
+        # the centred slice of the full convolution: mode="same" would return `smoothing` values for an
+        # episode shorter than the window
+        total = np.convolve(rewards[a:b], kernel)[lead : lead + b - a]
+        count = np.convolve(np.ones(b - a), kernel)[lead : lead + b - a]  # fewer steps near the episode's ends
         out[a:b] = total / count
     return out
 
