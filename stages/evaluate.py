@@ -55,14 +55,18 @@ def main(
     with WorkerPool(
         workers, init_worker, (cfg, runtime.fast_env, AgentModels.of(vae, cfg.controller, world_model))
     ) as pool:
-        summary, rows, episode = evaluate_real(pool, ctrl.params.numpy(), e.episodes, e.max_steps, record)
+        summary, rows, episode = evaluate_real(
+            pool, ctrl.params.numpy(), e.episodes, e.max_steps, record, runtime.progress
+        )
         if e.fidelity_panel:
             panel = controller_panel(ctrl.params.numpy(), e.fidelity_panel, cfg.seed)
             panel_dream = make_dream(
                 world_model, ContextStarts(load_tokens(tokens)), c.temperature, e.fidelity_steps, **levers
             )
             seed = int_seed(cfg.seed, Stream.EVAL_DREAM, 1)
-            panel_metrics, panel_rows = fidelity(pool, vae, panel_dream, ctrl.spec, panel, e.fidelity_tracks, seed)
+            panel_metrics, panel_rows = fidelity(
+                pool, vae, panel_dream, ctrl.spec, panel, e.fidelity_tracks, seed, runtime.progress
+            )
             summary |= {f"eval/fidelity/{k}": v for k, v in panel_metrics.items()}
             write_csv(plots / "fidelity.csv", panel_rows)
 

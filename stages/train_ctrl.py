@@ -1,4 +1,5 @@
-"""Stage `train_ctrl`: CMA-ES on the controller, in the dream (with iterative rounds) or the real game ->
+"""Stage `train_ctrl`: CMA-ES on the controller, in the dream (with iterative rounds) or the real game, or the
+actor-critic in imagination (`ctrl.optimizer`) ->
 models/agent/ (the trained agent: vae.pt, wm.pt, controller.pt) and data/rounds/ (the rounds' episodes)."""
 
 from pathlib import Path
@@ -23,8 +24,9 @@ def main(
     metrics: MetricsOut = Path("metrics/ctrl.json"),
     plots: PlotsOut = Path("plots/ctrl"),
 ) -> None:
-    """Optimise the controller with CMA-ES (`ctrl.train_in`: dream or real; `iterate.rounds` rounds of collect ->
-    retrain world model -> retrain controller in the dream), resumable every generation and round."""
+    """Optimise the controller with CMA-ES (`ctrl.train_in`: dream or real) or the actor-critic in imagination
+    (`ctrl.optimizer`), with `iterate.rounds` rounds of collect -> retrain world model -> retrain controller in
+    the dream; resumable every generation (or measurement) and round."""
     cfg = load_config(params)  # before the heavy imports: a bad params file answers at once
 
     from wm.config import vae_fingerprint, wm_fingerprint

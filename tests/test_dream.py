@@ -5,6 +5,7 @@ import torch
 from wm.config import FSQConfig, WMConfig, WorldModelConfig
 from wm.datafiles import StepData, Tokens
 from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
+from wm.errors import WmError
 from wm.models.controller import ControllerSpec
 from wm.models.fsq import FSQ
 from wm.models.world_model import WorldModel
@@ -130,7 +131,7 @@ def test_context_starts_warm_up_on_real_steps_anywhere():
     with torch.no_grad():
         out = model(torch.tensor([tokens[s : s + L]]), torch.from_numpy(actions[s : s + L])[None])
     torch.testing.assert_close(info["h"][0], out.state[0][-1, 0])
-    with pytest.raises(ValueError, match="no recorded episode is longer"):
+    with pytest.raises(WmError, match="no recorded episode is longer.*lower ctrl.dream_warmup"):
         ContextStarts(data, warmup=12)
 
 

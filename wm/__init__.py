@@ -16,6 +16,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
+    "ActorCritic": "wm.models.actor_critic",
+    "ActorCriticTrainer": "wm.trainers.actor_critic",
     "Agent": "wm.agent",
     "AgentModels": "wm.agent",
     "ConfigError": "wm.errors",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
     from wm.envs import make_car_racing as make_car_racing
     from wm.errors import ConfigError as ConfigError
     from wm.errors import WmError as WmError
+    from wm.models.actor_critic import ActorCritic as ActorCritic
     from wm.models.controller import ControllerSpec as ControllerSpec
     from wm.models.controller import EvolutionaryController as EvolutionaryController
     from wm.models.fsq import FSQ as FSQ
@@ -93,6 +96,7 @@ if TYPE_CHECKING:
     from wm.models.world_model import WorldModel as WorldModel
     from wm.runtime import RuntimeSettings as RuntimeSettings
     from wm.seeding import seed_everything as seed_everything
+    from wm.trainers.actor_critic import ActorCriticTrainer as ActorCriticTrainer
     from wm.trainers.controller import ControllerTrainer as ControllerTrainer
     from wm.trainers.vae import VAETrainer as VAETrainer
     from wm.trainers.world_model import WorldModelTrainer as WorldModelTrainer

@@ -71,14 +71,19 @@ class ResumeCache:
     @classmethod
     def for_run(cls, cache_dir: Path, section: str, fingerprint: dict, length_key: str, device: str, code: str):
         """The cache of a training run, keyed by
-        - its params fingerprint without its own length (`vae.epochs`, `ctrl.generations`, ...): raising the
-          length continues a finished run exactly, so a longer run resumes from a shorter one's checkpoint;
+        - its params fingerprint without its own length (`vae.epochs`, `ctrl.generations`, `ctrl.ac.updates`):
+          raising the length continues a finished run exactly, so a longer run resumes from a shorter one's checkpoint;
           upstream lengths stay in (a VAE trained longer makes other tokens, so another world model);
         - the device type: CPU and CUDA runs of the same params differ in their last bits;
         - the hash of the training code (`code`, a module whose import closure is hashed: wm/provenance.py),
           so a changed model or loss never resumes a run of the old code."""
-        own = {k: v for k, v in fingerprint[section].items() if k != length_key}
-        key = fingerprint | {section: own, "device": device, "code": code_hash(code)}
+        key = fingerprint | {"device": device, "code": code_hash(code)}
+        *parents, leaf = [section, *length_key.split(".")]  # a dotted key names a nested length (`ac.updates`)
+        node = key
+        for name in parents:  # copy the path down to the length, then drop it there
+            node[name] = dict(node[name])
+            node = node[name]
+        del node[leaf]
         return cls(cache_dir, section, key)
 
     def load(self, unit: str, limit: int, device: torch.device | str = "cpu") -> dict | None:

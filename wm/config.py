@@ -138,6 +138,32 @@ class WMConfig(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Fraction of episodes held out for validation.")
 
 
+class ActorCriticConfig(_Section):
+    """Gradient training of the controller in imagination (`ctrl.optimizer: actor_critic`; wm/models/actor_critic.py):
+    short imagined rollouts from real encoded states, lambda-returns and a learned critic (Dreamer)."""
+
+    updates: int = Field(300, ge=1, le=1_000_000, description="Gradient updates (one imagined batch each).")
+    batch: int = Field(512, ge=2, le=1_000_000, description="Imagined trajectories per update.")
+    horizon: int = Field(15, ge=1, le=10_000, description="Imagined steps per trajectory (Dreamer: 15).")
+    warmup: int = Field(
+        8, ge=0, le=10_000, description="Real steps the LSTM reads before imagining (its state then carries speed)."
+    )
+    gamma: float = Field(0.99, gt=0.0, le=1.0, description="Discount of the returns.")
+    td_lambda: float = Field(0.95, ge=0.0, le=1.0, description="Lambda of the lambda-returns (0: TD(0), 1: MC).")
+    actor_lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam learning rate of the actor.")
+    critic_lr: float = Field(3e-3, gt=0.0, le=1.0, description="Adam learning rate of the critic.")
+    critic_hidden: int = Field(128, ge=1, le=8192, description="Hidden units of the critic MLP (2 layers).")
+    entropy: float = Field(
+        3e-4, ge=0.0, le=10.0, description="Weight of the policy entropy bonus (on normalised returns)."
+    )
+    init_std: float = Field(0.5, gt=0.0, le=10.0, description="Initial std of the policy's Gaussian on raw actions.")
+    grad_clip: float = Field(10.0, gt=0.0, description="Gradient norm clip of actor and critic.")
+    eval_every: int = Field(
+        50, ge=1, le=1_000_000, description="Updates between measurements of the actor's dream return."
+    )
+    eval_dreams: int = Field(32, ge=1, le=100_000, description="Dream episodes (ctrl.max_steps) per measurement.")
+
+
 class CtrlConfig(_Section):
     kind: Literal["linear", "mlp"] = Field("linear", description="Controller family.")
     mlp_hidden: int = Field(16, ge=1, le=4096, description="Hidden units of the MLP controller.")
@@ -147,6 +173,12 @@ class CtrlConfig(_Section):
     train_in: Literal["dream", "real"] = Field(
         "dream", description="Fitness source: mean return in the world model's dream, or in the real game."
     )
+    optimizer: Literal["cmaes", "actor_critic"] = Field(
+        "cmaes",
+        description="cmaes: CMA-ES on the return (dream or real game); actor_critic: gradients in imagination "
+        "(ctrl.ac; needs train_in: dream).",
+    )
+    ac: ActorCriticConfig = Field(default_factory=ActorCriticConfig, description="Actor-critic in imagination.")
     popsize: int = Field(16, ge=2, le=100_000, description="CMA-ES population size.")
     sigma0: float = Field(0.5, gt=0.0, le=100.0, description="CMA-ES initial step size.")
     generations: int = Field(12, ge=1, le=100_000, description="CMA-ES generations.")
@@ -185,6 +217,8 @@ class CtrlConfig(_Section):
     def _track_budget(self) -> CtrlConfig:
         if self.generations * self.rollouts > MAX_EPISODES:
             raise ValueError(f"generations * rollouts must be <= {MAX_EPISODES} (distinct training tracks)")
+        if self.optimizer == "actor_critic" and self.train_in != "dream":
+            raise ValueError("optimizer actor_critic trains in imagination: set train_in: dream")
         return self
 
 

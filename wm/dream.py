@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from wm.datafiles import Tokens
+from wm.errors import WmError
 from wm.models.controller import ACTION_DIM, ControllerSpec
 from wm.models.fsq import FSQ
 from wm.models.world_model import State, WorldModel
@@ -104,7 +105,10 @@ class ContextStarts:
 
     def __post_init__(self) -> None:
         if not (self.data.steps.lengths > self.warmup).any():
-            raise ValueError(f"no recorded episode is longer than the {self.warmup} warm-up steps")
+            raise WmError(
+                f"no recorded episode is longer than the {self.warmup} warm-up steps of a dream start; lower "
+                "ctrl.dream_warmup (CMA-ES) or ctrl.ac.warmup (actor-critic), or collect longer episodes"
+            )
 
     @torch.no_grad()
     def sample(self, model: WorldModel, num_worlds: int, gen: torch.Generator) -> tuple[Tensor, State]:

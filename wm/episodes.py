@@ -8,17 +8,23 @@ its contents depend only on those and on the policy, never on which worker playe
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gymnasium
 import numpy as np
+from tqdm import tqdm
 
 from wm.config import WorldModelAgentConfig
 from wm.envs import make_car_racing
 from wm.frames import preprocess
 from wm.policies import CorrelatedRandomPolicy, Policy
 from wm.seeding import Stream, numpy_rng, track_seed
+
+if TYPE_CHECKING:
+    from wm.parallel import WorkerPool
 
 ALL_FRAMES = sys.maxsize  # keep_frames value that keeps every frame, the final observation included
 
@@ -147,3 +153,16 @@ def init_worker(cfg: WorldModelAgentConfig, fast_env: bool, models=None) -> None
 
 def play_task(task: EpisodeTask) -> Episode:
     return _worker["w"].play(task)
+
+
+def play_episodes(pool: WorkerPool, tasks: list[EpisodeTask], desc: str, progress: bool = False) -> list[Episode]:
+    """Play `tasks` on the pool's workers (results in task order), with a progress bar of episodes and real-game
+    steps/s when `progress` (a CMA-ES generation in the real game, an evaluation, a round's collection)."""
+    episodes, steps, start = [], 0, time.perf_counter()
+    with tqdm(total=len(tasks), unit="ep", desc=desc, disable=not progress, mininterval=1.0, leave=False) as bar:
+        for episode in pool.map(play_task, tasks):
+            episodes.append(episode)
+            steps += episode.steps
+            bar.update(1)
+            bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}")
+    return episodes

@@ -26,7 +26,7 @@ import torch
 
 from wm.checkpoints import ResumeCache
 from wm.dream import DreamEnv
-from wm.episodes import EpisodeTask, play_task
+from wm.episodes import EpisodeTask, play_episodes
 from wm.errors import WmError
 from wm.models.controller import ControllerSpec
 from wm.parallel import WorkerPool
@@ -132,8 +132,11 @@ class RealFitness:
     tracks each generation (stream CTRL: never the collected or evaluation tracks). `last_steps` counts the
     real-game steps of the last call (the budget every method is compared by)."""
 
-    def __init__(self, pool: WorkerPool, rollouts: int, max_steps: int, hopeless_steps: int = 0):
+    def __init__(
+        self, pool: WorkerPool, rollouts: int, max_steps: int, hopeless_steps: int = 0, progress: bool = False
+    ):
         self.pool, self.rollouts, self.max_steps, self.hopeless_steps = pool, rollouts, max_steps, hopeless_steps
+        self.progress = progress  # a progress bar within each generation
         self.last_steps = 0
 
     def __call__(self, candidates: np.ndarray, generation: int) -> np.ndarray:
@@ -144,7 +147,7 @@ class RealFitness:
             for c in candidates
             for t in tracks
         ]
-        episodes = list(self.pool.map(play_task, tasks))
+        episodes = play_episodes(self.pool, tasks, f"ctrl gen {generation + 1}", self.progress)
         self.last_steps = sum(ep.steps for ep in episodes)
         returns = np.array([ep.ret for ep in episodes])  # (C * R,), candidate-major
         return returns.reshape(len(candidates), R).mean(axis=1)  # (C, R) -> (C,)

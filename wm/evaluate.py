@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from wm.dream import DreamEnv, FixedStarts
-from wm.episodes import Episode, EpisodeTask, play_task
+from wm.episodes import Episode, EpisodeTask, play_episodes
 from wm.fidelity import Panel, fidelity_metrics
 from wm.files import atomic_path
 from wm.models.controller import ControllerSpec
@@ -36,7 +36,7 @@ def return_summary(prefix: str, returns: list[float]) -> dict[str, float]:
 
 
 def evaluate_real(
-    pool: WorkerPool, params: np.ndarray, episodes: int, max_steps: int, record: int
+    pool: WorkerPool, params: np.ndarray, episodes: int, max_steps: int, record: int, progress: bool = False
 ) -> tuple[dict[str, float], list[dict], Episode]:
     """Play tracks 0..episodes-1 of the EVAL stream with the controller and with the random policy (its
     noise from the BASELINE stream). Returns (metrics, per-track rows, the first controller episode with
@@ -46,7 +46,7 @@ def evaluate_real(
         for i in range(episodes)
     ]
     tasks += [EpisodeTask((Stream.EVAL, i), (Stream.BASELINE, i), max_steps) for i in range(episodes)]
-    results = list(pool.map(play_task, tasks))
+    results = play_episodes(pool, tasks, "evaluate", progress)
     agent, random = results[:episodes], results[episodes:]
     metrics = return_summary("eval/real", [e.ret for e in agent]) | return_summary(
         "eval/random", [e.ret for e in random]
@@ -60,7 +60,14 @@ def evaluate_real(
 
 
 def fidelity(
-    pool: WorkerPool, vae: FSQVAE, dream: DreamEnv, spec: ControllerSpec, panel: Panel, tracks: int, seed: int
+    pool: WorkerPool,
+    vae: FSQVAE,
+    dream: DreamEnv,
+    spec: ControllerSpec,
+    panel: Panel,
+    tracks: int,
+    seed: int,
+    progress: bool = False,
 ) -> tuple[dict[str, float], list[dict]]:
     """Score every panel controller on the first `tracks` evaluation tracks in the real game and in `dream`
     (its settings, horizon included) started from the encoded first frame of each of those tracks. Returns
@@ -71,7 +78,7 @@ def fidelity(
         for p in panel.params
         for t in range(R)
     ]
-    episodes = list(pool.map(play_task, tasks))
+    episodes = play_episodes(pool, tasks, "fidelity panel", progress)
     real = np.array([ep.ret for ep in episodes]).reshape(N, R).mean(axis=1)  # (N * R,) -> (N, R) -> (N,)
     with torch.no_grad():
         first = vae.encode(torch.from_numpy(np.stack([ep.frames[0] for ep in episodes[:R]])))[0]  # (R,) tokens

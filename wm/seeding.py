@@ -30,6 +30,7 @@ class Stream(IntEnum):
     DREAM = 8  # dream worlds of controller training (start tokens, sampled tokens and dones)
     EVAL_DREAM = 9  # dream worlds of evaluation
     ROUND = 10  # tracks and controller perturbations of the episodes collected in iterative training
+    IMAGINE = 11  # actor-critic: initialisation, imagined starts, sampled tokens and policy noise
 
 
 TRACK_STREAMS = (Stream.COLLECT, Stream.CTRL, Stream.EVAL, Stream.ROUND)

@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wm.checkpoints import PublishedModule
@@ -76,6 +77,28 @@ class ControllerSpec:
             return z
         assert h is not None and h.shape == (z.shape[0], self.h_dim), f"h must be (N, {self.h_dim})"
         return torch.cat([z, h.to(z.dtype)], dim=-1)
+
+    def raw_outputs(self, params: Tensor, obs: Tensor) -> Tensor:
+        """One controller on N observations, differentiable in its flat vector (gradient training,
+        wm/models/actor_critic.py): params (P,), obs (N, X) -> raw outputs (N, 3), before `squash_actions`."""
+        X, A = self.obs_dim, ACTION_DIM
+        assert params.shape == (self.num_params,) and obs.shape[1:] == (X,), "params (P,) and obs (N, X)"
+        if self.kind == "linear":
+            return F.linear(obs, params[: A * X].view(A, X), params[A * X :])  # W (3, X), b (3)
+        M = self.mlp_hidden
+        W1, b1 = params[: M * X].view(M, X), params[M * X : M * X + M]
+        W2, b2 = params[M * X + M : M * X + M + A * M].view(A, M), params[M * X + M + A * M :]
+        return F.linear(torch.tanh(F.linear(obs, W1, b1)), W2, b2)  # (N, X) -> (N, M) -> (N, 3)
+
+    def initial_params(self, gen: torch.Generator) -> Tensor:
+        """A starting vector for gradient training, (P,): the zero controller's actions (steer 0, gas 0.5, brake
+        0) but, for the MLP, first-layer weights ~ N(0, 1/X), without which no gradient reaches the first layer
+        (with W1 = 0 the hidden units are tanh(0) = 0 and W2 gets no gradient either)."""
+        params = torch.zeros(self.num_params)
+        if self.kind == "mlp":
+            X, M = self.obs_dim, self.mlp_hidden
+            params[: M * X] = torch.randn(M * X, generator=gen) / X**0.5
+        return params
 
     def act(self, params: Tensor, obs: Tensor) -> Tensor:
         """N controllers at once: params (N, P), obs (N, X) -> actions (N, 3); row n uses params[n]."""

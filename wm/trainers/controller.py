@@ -1,6 +1,7 @@
-"""`ControllerTrainer`: CMA-ES on the controller, its fitness from the dream or the real game, and iterative
-training (World Models, Sec. 5): rounds of collecting real episodes with the current controller, retraining
-the world model on all data so far and retraining the controller in the new dream."""
+"""`ControllerTrainer`: CMA-ES on the controller, its fitness from the dream or the real game, or the
+actor-critic in imagination (`ctrl.optimizer`), and iterative training (World Models, Sec. 5): rounds of
+collecting real episodes with the current controller, retraining the world model on all data so far and
+retraining the controller in the new dream."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from wm.checkpoints import ResumeCache
 from wm.config import WorldModelAgentConfig, ctrl_fingerprint, vae_fingerprint, wm_fingerprint
 from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tokens
 from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
-from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, play_task
+from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, play_episodes
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
 from wm.fidelity import spearman
@@ -26,6 +27,7 @@ from wm.models.world_model import WorldModel
 from wm.parallel import WorkerPool
 from wm.runtime import RuntimeSettings, load_runtime, resolve_device
 from wm.seeding import Stream, int_seed, numpy_rng
+from wm.trainers.actor_critic import ActorCriticTrainer
 from wm.trainers.world_model import WorldModelTrainer
 
 # Dreams per collected episode when the previous round's dream predicts its return (per-round fidelity).
@@ -34,8 +36,9 @@ PREDICTIONS_PER_EPISODE = 4
 
 class ControllerTrainer:
     """Optimise the controller with CMA-ES, its fitness from the dream (`ctrl.train_in: dream`, needs the
-    tokens file: dreams start from real data) or the real game (`real`, in worker processes). In the dream,
-    `iterate.rounds` rounds of collect -> retrain world model -> retrain controller follow.
+    tokens file: dreams start from real data) or the real game (`real`, in worker processes), or by gradients
+    in imagination (`ctrl.optimizer: actor_critic`). In the dream, `iterate.rounds` rounds of collect ->
+    retrain world model -> retrain controller follow.
 
     >>> controller = ControllerTrainer(vae, world_model, config).fit("data/tokens.h5")
     >>> agent = Agent(vae, controller, world_model)   # world_model: the last round's
@@ -57,32 +60,36 @@ class ControllerTrainer:
         self.rounds: list[dict] = []  # one row per round: data, real and dream returns, fidelity
         self.round_data: list[Tokens] = []  # the episodes collected in rounds 1..R
         self.real_steps = 0  # real-game steps used for training: data, rounds, real-game fitness
+        self.actor_critic: ActorCriticTrainer | None = None  # ctrl.optimizer: actor_critic, kept across rounds
 
-    def _cache(self, **run) -> ResumeCache:
+    def _cache(self, length_key: str = "generations", **run) -> ResumeCache:
         fingerprint = ctrl_fingerprint(self.config) | {"run": run}
-        return ResumeCache.for_run(
-            self.runtime.cache_dir, "ctrl", fingerprint, "generations", self.device.type, __name__
-        )
+        return ResumeCache.for_run(self.runtime.cache_dir, "ctrl", fingerprint, length_key, self.device.type, __name__)
 
     def fit(
         self, tokens: str | Path | Tokens | None = None, metrics: Path | None = None, plots: Path | None = None
     ) -> EvolutionaryController:
-        """Run CMA-ES (and the rounds; resuming when possible); returns the controller holding the best
-        candidate. `metrics`/`plots` get the last generation's row and every generation's and round's rows."""
+        """Run CMA-ES or the actor-critic (and the rounds; resuming when possible); returns the controller
+        (CMA-ES: the best candidate; actor-critic: the actor's mean). `metrics`/`plots` get the last row and
+        every generation's (or measurement's) and round's rows."""
         cfg, c = self.config, self.config.ctrl
         spec = self.controller.spec
+        how = (
+            f"actor-critic, {c.ac.updates} updates of {c.ac.batch} imagined trajectories of {c.ac.horizon} steps"
+            if c.optimizer == "actor_critic"
+            else f"CMA-ES popsize {c.popsize}, {c.rollouts} episodes of {c.max_steps} steps per candidate"
+        )
         print(
-            f"ctrl: {c.kind} controller, {spec.num_params} parameters, CMA-ES popsize {c.popsize}, "
-            f"{c.rollouts} episodes of {c.max_steps} steps per candidate, trained in the {c.train_in}"
+            f"ctrl: {c.kind} controller, {spec.num_params} parameters, {how}, trained in the {c.train_in}"
             + (f", {cfg.iterate.rounds} rounds of iterative training" if cfg.iterate.rounds else "")
         )
-        self.history, self.rounds, self.round_data = [], [], []
+        self.history, self.rounds, self.round_data, self.actor_critic = [], [], [], None
         if c.train_in == "real":
             self.real_steps = 0 if tokens is None else int(self._tokens(tokens).steps.step_offsets[-1])
             models = AgentModels.of(self.vae, cfg.controller, self.world_model)
             workers = min(self.runtime.num_workers, (c.popsize + 1) * c.rollouts)
             with WorkerPool(workers, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
-                fitness = RealFitness(pool, c.rollouts, c.max_steps, c.hopeless_steps)
+                fitness = RealFitness(pool, c.rollouts, c.max_steps, c.hopeless_steps, self.runtime.progress)
                 self._cma_es(fitness, self._cache(), metrics, plots)
             self.real_steps += self.state["real_steps"]
         else:
@@ -119,13 +126,41 @@ class ControllerTrainer:
         return make_dream(self.world_model.to(self.device), starts, c.temperature, c.max_steps, **levers)
 
     def _train_in_dream(self, r: int, data: Tokens, metrics, plots) -> None:
-        """CMA-ES in the dream of the current world model; rounds after the first may start at the previous
-        controller (iterate.warm_start). Round 0 is exactly the run without rounds."""
+        """CMA-ES or the actor-critic in the dream of the current world model; rounds after the first may start at
+        the previous controller (iterate.warm_start). Round 0 is exactly the run without rounds."""
         it, c, key = self.config.iterate, self.config.ctrl, (r,) if r else ()
         warm = r > 0 and it.warm_start
+        if c.optimizer == "actor_critic":
+            self._actor_critic(r, data, warm, metrics, plots)
+            return
         fitness = dream_fitness(self._dream(data), self.controller.spec, self.config.seed, c.rollouts, key, c.pessimism)
         x0 = self.controller.params.numpy().copy() if warm else None
         self._cma_es(fitness, self._cache(round=r), metrics, plots, x0, it.sigma if warm else None, key)
+
+    def _actor_critic(self, r: int, data: Tokens, warm: bool, metrics, plots) -> None:
+        """`ctrl.ac.updates` actor-critic updates in imagination (wm/trainers/actor_critic.py); a warm-started
+        round continues the previous round's actor, critic and optimizers."""
+        cfg, previous = self.config, list(self.history)
+        if self.actor_critic is None or not warm:
+            self.actor_critic = ActorCriticTrainer(
+                self.controller.spec,
+                cfg.ctrl.ac,
+                cfg.fsq.dim + cfg.wm.hidden,
+                cfg.seed,
+                self.device,
+                run=r,
+                progress=self.runtime.progress,
+            )
+
+        def on_measure(rows: list[dict]) -> None:
+            self.history = previous + [{"round": r} | row for row in rows]
+            self._write(metrics, plots)
+
+        cache = self._cache("ac.updates", round=r, part="actor_critic")
+        rows = self.actor_critic.fit(self._dream(data), data, cache, run=r, on_measure=on_measure)
+        actor = self.actor_critic.model.actor.detach().cpu()
+        self.controller.params.copy_(actor)
+        self.state = {"best": actor.numpy().copy(), "best_fitness": rows[-1]["ctrl/train/dream_return"]}
 
     def _round(self, r: int, data: Tokens, metrics, plots) -> None:
         """Round r: collect with the current controller (perturbed per episode), measure how well the current
@@ -180,7 +215,7 @@ class ControllerTrainer:
         models = AgentModels.of(self.vae, cfg.controller, self.world_model)
         workers = min(self.runtime.num_workers, it.episodes)
         with WorkerPool(workers, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
-            episodes = list(pool.map(play_task, tasks))
+            episodes = play_episodes(pool, tasks, f"round {r} collect", self.runtime.progress)
         tokens, codes = self._encode(np.concatenate([ep.frames for ep in episodes]))
         write_tokens(store, tokens, codes, steps_of(episodes), {"levels": cfg.fsq.levels, "seed": cfg.seed, "round": r})
         self.round_data.append(load_tokens(store))
