@@ -20,7 +20,7 @@ from wm.models.fsq import FSQ
 from wm.trainers.actor_critic import ActorCriticTrainer, imagine
 
 from .conftest import tiny_params
-from .test_dream import FSQ_CFG, D, H, recorded, tiny_model
+from .test_dream import FSQ_CFG, WM_CFG, D, H, action_rewarding_model, recorded, tiny_model
 from .test_iterate import ROUNDS, data, replay, trainer  # noqa: F401 - `data` is a module fixture
 
 AC = ActorCriticConfig(
@@ -88,28 +88,8 @@ def test_log_prob_and_entropy_are_the_gaussians():
     assert model.actor.grad is not None and model.actor.grad.abs().sum() > 0
 
 
-def steering_world():
-    """A hand-set world model whose reward is tanh(tanh(4 * steering)) and which never ends: steering fully right
-    earns ~0.76 a step, the zero controller 0, full left -0.76 (the LSTM as in test_dream.gas_rewarding_model,
-    reading action index 0)."""
-    model = tiny_model(done_bias=-20.0)
-    E = model.embed.embedding_dim
-    with torch.no_grad():
-        lstm = model.lstm
-        for p in (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0):
-            p.zero_()
-        lstm.bias_ih_l0[:H] = 10.0  # input gate open
-        lstm.bias_ih_l0[H : 2 * H] = -10.0  # forget gate closed
-        lstm.weight_ih_l0[2 * H, E + 0] = 4.0  # cell input of unit 0 <- steering
-        lstm.bias_ih_l0[3 * H :] = 10.0  # output gate open
-        model.reward_head.weight.zero_()
-        model.reward_head.weight[0, 0] = model.reward_scale  # reward in env units = h_0
-        model.reward_head.bias.zero_()
-    return model.eval()
-
-
 def steering_setup(tmp_path, kind: str = "linear", **ac):
-    model = steering_world()
+    model = action_rewarding_model(0).eval()  # reward tanh(tanh(4 * steering)) / 0.1, never ends
     tokens = recorded(list(range(16)) * 2, [0, 15, 30])  # two episodes of 15 steps over every token
     dream = DreamEnv(model, FSQ(FSQ_CFG.levels), ContextStarts(tokens), 16, 1.0, 20, "cpu")
     spec = ControllerSpec(kind, z_dim=D, h_dim=H, mlp_hidden=8)
@@ -124,7 +104,7 @@ def test_actor_critic_learns_the_rewarding_action(tmp_path, kind):
     before = t.measure(dream, 0)
     history = t.fit(dream, recorded_data, cache)
     assert abs(before) < 1e-3  # the starting controller steers straight
-    best = 20 * math.tanh(math.tanh(4.0))  # 20 steps fully right
+    best = 20 * math.tanh(math.tanh(4.0)) / WM_CFG.reward_scale  # 20 steps fully right
     assert history[-1]["ctrl/train/dream_return"] > 0.8 * best, history
     assert history[-1]["ctrl/train/value"] > history[0]["ctrl/train/value"]  # the critic learnt the future
 

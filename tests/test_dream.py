@@ -244,11 +244,12 @@ def test_evaluate_candidates_matches_per_candidate_rollouts():
         torch.testing.assert_close(fitness[p], returns.mean(), atol=1e-4, rtol=1e-4)
 
 
-def gas_rewarding_model() -> WorldModel:
-    """A hand-set world model whose reward rises with gas and whose episodes never terminate.
+def action_rewarding_model(action: int) -> WorldModel:
+    """A hand-set world model whose reward rises with one action (0 steering, 1 gas) and whose episodes never
+    terminate: reward = tanh(tanh(4 * action)) / wm.reward_scale in environment units.
 
     LSTM gate order is (input, forget, cell, output): open input and output gates, closed forget gate,
-    cell input tanh(4 * gas) on unit 0, so h_0 = tanh(tanh(4 * gas)); the reward head reads h_0."""
+    cell input tanh(4 * action) on unit 0, so h_0 = tanh(tanh(4 * action)); the reward head reads h_0."""
     model = tiny_model(done_bias=-20.0)
     E = WM_CFG.embed_dim
     with torch.no_grad():
@@ -257,12 +258,16 @@ def gas_rewarding_model() -> WorldModel:
             p.zero_()
         lstm.bias_ih_l0[:H] = 10.0  # input gate open
         lstm.bias_ih_l0[H : 2 * H] = -10.0  # forget gate closed: h depends on this step's input only
-        lstm.weight_ih_l0[2 * H, E + 1] = 4.0  # cell input of unit 0 <- gas (action index 1)
+        lstm.weight_ih_l0[2 * H, E + action] = 4.0  # cell input of unit 0 <- the action
         lstm.bias_ih_l0[3 * H :] = 10.0  # output gate open
         model.reward_head.weight.zero_()
         model.reward_head.weight[0, 0] = 1.0
         model.reward_head.bias.zero_()
     return model
+
+
+def gas_rewarding_model() -> WorldModel:
+    return action_rewarding_model(1)
 
 
 def test_more_gas_means_higher_fitness_in_handcrafted_dream():
