@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import add_devices_option, devices
 
 from wm.checkpoints import ResumeCache
 from wm.config import ActorCriticConfig, WorldModelAgentConfig
@@ -78,11 +79,11 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=10, help="timed updates per measurement")
     parser.add_argument("--quick", action="store_true", help="3 updates per measurement")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the best is kept")
+    add_devices_option(parser)
     args = parser.parse_args()
     updates = 3 if args.quick else args.updates
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    for device in devices:
+    for device in devices(args):
         for batch in args.batches:
             best = (0.0, 0.0)
             for _ in range(args.repeats):

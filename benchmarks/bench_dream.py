@@ -22,6 +22,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import numpy as np
 import torch
+from common import add_devices_option, devices
 
 from wm.config import WorldModelConfig
 from wm.dream import DreamEnv
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer dream and real steps")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the best is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_devices_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,9 +84,8 @@ def main() -> None:
     dream_steps = {w: max(1, max(3, min(200, 2**17 // w)) // divisor) for w in args.widths}
     env_steps = args.env_steps // 4 if args.quick else args.env_steps
 
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows: list[tuple[str, str, int, float]] = []
-    for device in devices:
+    for device in devices(args):
         name = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
         for w in args.widths:
             rate = max(dream_rate(w, dream_steps[w], device) for _ in range(args.repeats))

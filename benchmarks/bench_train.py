@@ -15,13 +15,14 @@ import argparse
 import time
 
 import torch
+from common import add_devices_option, devices
 
 from wm.config import WorldModelAgentConfig
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
 
 
-def _rate(model: torch.nn.Module, batch, items: int, steps: int, repeats: int, device: torch.device) -> float:
+def training_rate(model: torch.nn.Module, batch, items: int, steps: int, repeats: int, device: torch.device) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -49,17 +50,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per timed run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vae-batch", type=int, default=None, help="default: vae.batch_size of params")
+    add_devices_option(parser)
     args = parser.parse_args()
     cfg = WorldModelAgentConfig()
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(f"{'device':>6} {'model':>10} {'batch':>12} {'rate':>16}")
-    for device in devices:
+    for device in devices(args):
         g = torch.Generator().manual_seed(0)
         vae_batch = args.vae_batch or (cfg.vae.batch_size if device.type == "cpu" else 1024)
         frames = torch.randint(0, 256, (vae_batch, 64, 64, 3), dtype=torch.uint8, generator=g).to(device)
         vae = FSQVAE(cfg.fsq_vae).to(device)
-        rate = _rate(vae, frames, vae_batch, args.steps, args.repeats, device)
+        rate = training_rate(vae, frames, vae_batch, args.steps, args.repeats, device)
         print(f"{device.type:>6} {'fsq-vae':>10} {vae_batch:>12} {rate:>10,.0f} img/s")
         B, T = (cfg.wm.batch_size, cfg.wm.seq_len) if device.type == "cpu" else (1024, cfg.wm.seq_len)
         K = cfg.fsq.codebook_size
@@ -70,7 +71,7 @@ def main() -> None:
             "dones": torch.zeros(B, T).to(device),
         }
         wm = WorldModel(cfg.world_model).to(device)
-        rate = _rate(wm, batch, B * T, args.steps, args.repeats, device)
+        rate = training_rate(wm, batch, B * T, args.steps, args.repeats, device)
         print(f"{device.type:>6} {'world-model':>10} {f'{B}x{T}':>12} {rate:>10,.0f} tokens/s")
 
 

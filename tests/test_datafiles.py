@@ -5,6 +5,7 @@ Files are built by hand from arrays that encode their own indices, so every chec
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 
@@ -18,6 +19,7 @@ from wm.datafiles import (
     StepData,
     frame_offsets,
     load_tokens,
+    prefetched,
     read_frames,
     write_rollouts,
     write_tokens,
@@ -184,3 +186,75 @@ def test_read_frames_of_unsorted_runs(frames_h5):
 def test_read_frames_empty(frames_h5):
     got = read_frames(frames_h5, np.zeros(0, np.int64))
     assert got.shape == (0, 64, 64, 3) and got.dtype == np.uint8
+
+
+# ------------------------------------------------------------------------------ parallel chunk (de)compression
+
+
+def test_frames_are_written_as_hdf5_writes_them(tmp_path):
+    """The writer compresses chunks on threads and writes them directly: each chunk must hold exactly the bytes
+    HDF5's own deflate filter writes for the same rows (the last, partial chunk zero-padded), or files would
+    differ from h5py's and readers other than ours could see garbage past the end. Episodes straddle chunk
+    boundaries, and one is long enough to put more chunks in flight than the writer keeps before waiting."""
+    rng = np.random.default_rng(0)
+    episodes = [make_episode(e, T) for e, T in enumerate([70, 3, 700, 1, 130])]
+    for ep in episodes:  # compressible but not constant, like real frames
+        ep.frames[:, 8:16] = rng.integers(0, 4, ep.frames[:, 8:16].shape, dtype=np.uint8)
+    path = tmp_path / "rollouts.h5"
+    with write_rollouts(path, {}) as w:
+        for ep in episodes:
+            w.append(ep)
+    frames = np.concatenate([ep.frames for ep in episodes])
+    with h5py.File(tmp_path / "reference.h5", "w") as ref_file, h5py.File(path, "r") as f:
+        ref = ref_file.create_dataset(
+            "frames",
+            data=frames,
+            chunks=f["frames"].chunks,
+            compression="gzip",
+            compression_opts=f["frames"].compression_opts,
+        )
+        assert np.array_equal(f["frames"][:], frames)
+        n_chunks = -(-len(frames) // f["frames"].chunks[0])
+        assert n_chunks == 15
+        for c in range(n_chunks):
+            offset = (c * f["frames"].chunks[0], 0, 0, 0)
+            assert f["frames"].id.read_direct_chunk(offset) == ref.id.read_direct_chunk(offset), f"chunk {c}"
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {},
+        {"chunks": (16, 64, 64, 3)},
+        {"chunks": (16, 64, 64, 3), "compression": "gzip", "shuffle": True},
+        {"chunks": (16, 32, 64, 3), "compression": "gzip"},
+        {"chunks": (16, 64, 64, 3), "compression": "lzf"},
+    ],
+)
+def test_frames_of_other_layouts_read_through_hdf5(tmp_path, layout):
+    """Only gzip chunks of whole rows are decompressed by hand; any other layout must read as h5py reads it."""
+    frames = np.random.default_rng(1).integers(0, 256, (100, 64, 64, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        ds = f.create_dataset("frames", data=frames, **layout)
+        for indices in [np.r_[0:100], np.r_[3:40, 90:95], np.r_[99]]:
+            assert np.array_equal(read_frames(ds, indices), frames[indices])
+
+
+def test_prefetched_loads_the_next_item_while_the_caller_works():
+    """Results come in order, every load runs once, and load k+1 has started before the caller is done
+    with result k (what overlaps reading frames with training)."""
+    import threading
+
+    started = [threading.Event() for _ in range(4)]
+
+    def load(k: int) -> int:
+        started[k].set()
+        return k * k
+
+    got = []
+    for k, value in enumerate(prefetched(functools.partial(load, k) for k in range(4))):
+        if k + 1 < 4:
+            assert started[k + 1].wait(timeout=10), f"load {k + 1} did not start while result {k} was in use"
+        got.append(value)
+    assert got == [0, 1, 4, 9]
+    assert list(prefetched([])) == []

@@ -119,6 +119,28 @@ def test_more_epochs_resume_exactly(tmp_path, capsys):
     assert all(torch.equal(part.best_model[k], full.best_model[k]) for k in full.best_model)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run where one is present)")
+def test_resume_on_cuda(tmp_path):
+    """A checkpoint loads onto the training device, RNG states included; torch only takes CPU ByteTensors
+    back (resuming any CUDA run was a TypeError until they were moved back to the CPU)."""
+    cuda = torch.device("cuda")
+
+    def go(epochs: int) -> TrainResult:
+        torch.manual_seed(0)
+        return train(
+            Toy(),
+            replace(SPEC, epochs=epochs),
+            cache(tmp_path),
+            lambda epoch: (batch.to(cuda) for batch in toy_batches(epoch)),
+            lambda model: {"dist": float((model.w.detach().cpu() - TARGET).norm())},
+            cuda,
+            progress=False,
+        )
+
+    go(2)
+    assert len(go(4).history) == 4
+
+
 def test_killed_mid_epoch_resumes_exactly(tmp_path):
     full_model, full = run(tmp_path / "full", 3)
 

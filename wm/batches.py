@@ -3,6 +3,7 @@ world model, and the train/validation split by episode that both use."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 
@@ -10,7 +11,7 @@ import h5py
 import numpy as np
 import torch
 
-from wm.datafiles import StepData, Tokens, frame_offsets, read_frames
+from wm.datafiles import StepData, Tokens, frame_offsets, prefetched, read_frames
 from wm.errors import WmError
 from wm.seeding import Stream, numpy_rng
 
@@ -91,12 +92,15 @@ class FrameLoader:
         B, left, n = self.batch_size, len(self), len(self.indices)
         n_blocks = math.ceil(n / self.block)
         order = torch.randperm(n_blocks, generator=gen).tolist()
-        carry = None
-        for j in range(0, n_blocks, self.buffer_blocks):
-            new = np.concatenate(
+        buffers = [
+            np.concatenate(
                 [np.arange(b * self.block, min((b + 1) * self.block, n)) for b in order[j : j + self.buffer_blocks]]
             )
-            buf = load(new) if carry is None else np.concatenate([carry, load(new)])
+            for j in range(0, n_blocks, self.buffer_blocks)
+        ]
+        carry = None
+        for rows in prefetched(functools.partial(load, new) for new in buffers):  # the next buffer loads meanwhile
+            buf = rows if carry is None else np.concatenate([carry, rows])
             buf = buf[torch.randperm(len(buf), generator=gen).numpy()]
             cut = len(buf) - len(buf) % B
             for i in range(0, cut, B):

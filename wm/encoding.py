@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from wm.datafiles import Rollouts, write_tokens
+from wm.datafiles import Rollouts, prefetched, read_frame_range, write_tokens
 from wm.interrupt import raise_if_interrupted
 from wm.models.fsq_vae import FSQVAE, codebook_stats
 
@@ -23,9 +24,13 @@ def encode_rollouts(vae: FSQVAE, rollouts: str | Path, out: str | Path, batch_si
         n = r.frames.shape[0]
         tokens = np.empty(n, np.int64)
         codes = np.empty((n, vae.fsq.dim), np.float32)
-        for i in tqdm(range(0, n, batch_size), desc="encode", unit="batch", disable=not progress, mininterval=1.0):
+        starts = range(0, n, batch_size)
+        batches = prefetched(functools.partial(read_frame_range, r.frames, i, min(i + batch_size, n)) for i in starts)
+        for i, batch in zip(
+            tqdm(starts, desc="encode", unit="batch", disable=not progress, mininterval=1.0), batches, strict=True
+        ):
             raise_if_interrupted()
-            frames = torch.from_numpy(r.frames[i : i + batch_size]).to(device)  # (B, H, W, C) uint8
+            frames = torch.from_numpy(batch).to(device)  # (B, H, W, C) uint8
             idx, z = vae.encode(frames)
             tokens[i : i + batch_size], codes[i : i + batch_size] = idx.cpu().numpy(), z.cpu().numpy()
         write_tokens(

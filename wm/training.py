@@ -64,11 +64,12 @@ def _rng_states() -> dict:
 
 
 def _set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
+    # The checkpoint loads onto the training device, but RNG states are CPU ByteTensors wherever they came from.
+    torch.set_rng_state(states["torch"].cpu())
     np.random.set_state(states["numpy"])  # noqa: NPY002
     random.setstate(states["python"])
     if torch.cuda.is_available() and states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
 
 
 def _batch_size(batch) -> int:
