@@ -1,12 +1,17 @@
 """Steps/s of stock CarRacing-v3 vs FastCarRacing on one core, and fast-env throughput vs worker count.
 
     .venv/bin/python benchmarks/bench_env.py --steps 1000 --workers 1 2
+    .venv/bin/python benchmarks/bench_env.py --agent --workers 1 2    # real-game fitness beside the env
 
 The single-core comparison pins this process to one CPU and replays the same seeded random actions
 through both envs (resetting with the next seed whenever an episode ends), so both render the same
 frames. Each rate is the best of ``--repeats`` runs (stock and fast interleaved), which filters out
 interference from other processes on a shared machine. The worker table runs gymnasium's
 AsyncVectorEnv over the fast env, unpinned; it is only meaningful on otherwise idle cores.
+
+--agent adds real-game fitness as CMA-ES runs it (wm.episodes.play_episodes on a WorkerPool: env, frame
+preprocessing, the default-size FSQ-VAE encoder and a linear controller per step), one frame at a time and
+LOCKSTEP_EPISODES episodes per worker, beside the fast env alone with as many workers.
 """
 
 from __future__ import annotations
@@ -71,12 +76,37 @@ def vector_rate(num_workers: int, seed: int, steps: int) -> float:
     return rate
 
 
+def agent_rate(workers: int, lockstep: int, episodes: int, steps: int) -> float:
+    """Steps/s of `episodes` agent episodes of `steps` steps (random controllers, tracks 0..) on `workers`."""
+    import wm.episodes as episodes_module
+    from wm.agent import AgentModels
+    from wm.config import WorldModelAgentConfig
+    from wm.episodes import EpisodeTask, init_worker, play_episodes
+    from wm.models.fsq_vae import FSQVAE
+    from wm.parallel import WorkerPool
+    from wm.seeding import Stream
+
+    cfg = WorldModelAgentConfig()
+    models = AgentModels.of(FSQVAE(cfg.fsq_vae).eval(), cfg.controller)
+    P = 3 * cfg.fsq.dim + 3
+    params = np.random.default_rng(0).normal(0, 0.5, (episodes, P)).astype(np.float32)
+    tasks = [EpisodeTask((Stream.EVAL, i), (Stream.EVAL, i), steps, params[i]) for i in range(episodes)]
+    episodes_module.LOCKSTEP_EPISODES = lockstep  # read by play_episodes in this process, where groups are cut
+    with WorkerPool(workers, init_worker, (cfg, True, models)) as pool:
+        play_episodes(pool, tasks[: 2 * workers * lockstep], "warm-up")  # spawn, imports, first envs
+        start = time.perf_counter()
+        played = play_episodes(pool, tasks, "agent")
+        return sum(ep.steps for ep in played) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="steps per single-env run and per worker")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is kept")
+    parser.add_argument("--agent", action="store_true", help="also measure real-game fitness (the agent)")
+    parser.add_argument("--episodes", type=int, default=32, help="agent episodes per measurement (--agent)")
     args = parser.parse_args()
 
     actions = random_actions(args.seed, args.steps)
@@ -95,6 +125,15 @@ def main() -> None:
     for n in args.workers:
         rate = max(vector_rate(n, args.seed, args.steps) for _ in range(args.repeats))
         print(f"{n:<8}{rate:>10.0f}{rate / n:>10.0f}")
+    if args.agent:
+        from wm.episodes import LOCKSTEP_EPISODES
+
+        print(f"\nreal-game fitness (env + VAE encoder + controller), {args.episodes} episodes of {args.steps} steps")
+        print(f"{'workers':<8}{'lockstep':>10}{'steps/s':>10}")
+        for n in args.workers:
+            for lockstep in (1, LOCKSTEP_EPISODES):
+                rate = max(agent_rate(n, lockstep, args.episodes, args.steps) for _ in range(args.repeats))
+                print(f"{n:<8}{lockstep:>10}{rate:>10.0f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 
 from wm.agent import Agent, AgentModels, load_agent
 from wm.config import ControllerConfig, FSQConfig, ctrl_fingerprint, parse_params, vae_fingerprint, wm_fingerprint
-from wm.episodes import ALL_FRAMES, init_worker, make_env, run_episode
+from wm.episodes import ALL_FRAMES, EpisodeTask, init_worker, make_env, play_episodes, run_agent_episodes, run_episode
 from wm.errors import WmError
 from wm.evaluate import beside_reconstructions, evaluate_real, save_gif
 from wm.frames import preprocess
@@ -369,3 +369,49 @@ def test_video_shows_each_frame_beside_its_reconstruction(models, evaluation, tm
     assert gif.shape[1:3] == (3 * 64, 3 * 128)  # upscaled 3x
     save_gif(video, tmp_path / "every2.gif")
     assert iio.imread(tmp_path / "every2.gif", index=None).shape[0] == 3  # every second frame
+
+
+@pytest.mark.parametrize("use_hidden", [True, False])
+def test_lockstep_episodes_equal_episodes_played_alone(models, env, use_hidden):
+    """Batched agents: K episodes in lockstep (frames encoded in one batch, ended episodes' rows dropped from
+    the LSTM state) must each equal the episode played alone, bit for bit, with different controllers, step
+    limits, kept frames and a hopeless limit per episode. The frame-statistics V is batch-invariant, so any
+    difference is the lockstep loop's; the conv encoder's last-bit batch effects are LOCKSTEP_EPISODES's."""
+    cfg, _, stats_vae, world_model = models
+    agent = Agent(stats_vae, EvolutionaryController(cfg.controller if use_hidden else plain(cfg)), world_model)
+    P = agent.controller.spec.num_params
+    params = np.random.default_rng(3).normal(0, 2, (4, P)).astype(np.float32)
+    seeds = [11, 12, 11, 13]
+    tasks = [
+        EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 12, params[0]),
+        EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 30, params[1], keep_frames=ALL_FRAMES),
+        EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 21, params[2], keep_frames=5),
+        EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 40, params[3], hopeless_steps=9),
+    ]
+    envs = [make_env(cfg, fast=True) for _ in tasks]
+    together = run_agent_episodes(envs, agent, params, seeds, tasks)
+    assert len({ep.steps for ep in together}) > 2, "episodes must end at different steps"
+    assert together[3].truncated[-1] and together[3].steps < 40, "the hopeless limit must end an episode early"
+    for k, task in enumerate(tasks):
+        agent.set_params(params[k])
+        alone = run_episode(env, agent, seeds[k], None, task.max_steps, task.keep_frames, None, task.hopeless_steps)
+        for field in ("actions", "rewards", "terminated", "truncated", "frames"):
+            a, b = getattr(together[k], field), getattr(alone, field)
+            assert (a is None and b is None) or np.array_equal(a, b), f"episode {k}: {field}"
+
+
+def test_play_episodes_is_the_same_for_any_worker_count(models):
+    """Lockstep groups are cut from the task list, not per worker: 1 or 2 workers play the same episodes, in
+    task order, random-policy tasks among the agent's (the conv encoder, whose batch effects are real)."""
+    cfg, vae, _, world_model = models
+    agent_models = AgentModels.of(vae, cfg.controller, world_model)
+    P = EvolutionaryController(cfg.controller).spec.num_params
+    params = np.random.default_rng(4).normal(0, 2, (11, P)).astype(np.float32)
+    tasks = [EpisodeTask((Stream.EVAL, i), (Stream.EVAL, i), 10 + i, params[i]) for i in range(11)]
+    tasks.insert(2, EpisodeTask((Stream.EVAL, 20), (Stream.BASELINE, 20), 15))  # the random policy
+    runs = []
+    for workers in (1, 2):
+        with WorkerPool(workers, init_worker, (cfg, True, agent_models)) as pool:
+            runs.append(play_episodes(pool, tasks, "test"))
+    assert [ep.steps for ep in runs[0]] == [10, 11, 15, *range(12, 21)]
+    assert all(np.array_equal(a.actions, b.actions) for a, b in zip(*runs, strict=True))

@@ -125,15 +125,15 @@ def test_agent_tasks_with_models(tmp_path):
 
 
 class SpyPool:
-    """Passes map calls on to a real pool and keeps the episodes."""
+    """Passes map calls on to a real pool and keeps the episodes (each item a lockstep group's list)."""
 
     def __init__(self, pool):
         self.pool, self.episodes = pool, []
 
-    def map(self, fn, tasks):
-        for ep in self.pool.map(fn, tasks):
-            self.episodes.append(ep)
-            yield ep
+    def map(self, fn, groups):
+        for group in self.pool.map(fn, groups):
+            self.episodes += group
+            yield group
 
 
 def test_evaluation_and_training_tracks_are_never_collected_tracks(tmp_path):

@@ -8,7 +8,7 @@ from wm.agent import Agent, AgentModels
 from wm.checkpoints import ResumeCache
 from wm.config import ControllerConfig, CtrlConfig, parse_params
 from wm.dream import DreamEnv
-from wm.episodes import Episode, EpisodeTask, init_worker, make_env, play_task, run_episode
+from wm.episodes import Episode, EpisodeTask, init_worker, make_env, play_tasks, run_episode
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
 from wm.models.controller import ControllerSpec, EvolutionaryController
@@ -101,16 +101,20 @@ class FakePool:
     def __init__(self):
         self.calls: list[list[EpisodeTask]] = []
 
-    def map(self, fn, tasks):
-        assert fn is play_task
-        tasks = list(tasks)
-        self.calls.append(tasks)
-        for task in tasks:
-            stream, index = task.track
-            assert stream == Stream.CTRL
-            ret = 1000.0 * float(task.params[0]) + float(index) ** 2
-            rewards = np.array([ret], np.float32)
-            yield Episode(np.zeros((1, 3), np.float32), rewards, np.zeros(1, bool), np.ones(1, bool), index)
+    def map(self, fn, groups):
+        assert fn is play_tasks
+        groups = list(groups)
+        self.calls.append([task for group in groups for task in group])
+        for group in groups:
+            yield [self.play(task) for task in group]
+
+    @staticmethod
+    def play(task: EpisodeTask) -> Episode:
+        stream, index = task.track
+        assert stream == Stream.CTRL
+        ret = 1000.0 * float(task.params[0]) + float(index) ** 2
+        rewards = np.array([ret], np.float32)
+        return Episode(np.zeros((1, 3), np.float32), rewards, np.zeros(1, bool), np.ones(1, bool), index)
 
 
 @pytest.mark.parametrize(("candidates", "rollouts"), [(5, 3), (4, 4), (3, 1)])

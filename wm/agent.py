@@ -48,17 +48,39 @@ class Agent:
         self.controller.params.copy_(torch.as_tensor(params, dtype=torch.float32))
 
     def reset(self, rng: np.random.Generator | None = None) -> None:
-        self.state = None if self.world_model is None else self.world_model.initial_state(1)
+        self.state = self.initial_state(1)
 
     @torch.no_grad()
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """(64, 64, 3) uint8 frame -> action (3,) float32."""
-        token, z = self.vae.encode(torch.from_numpy(frame)[None])  # (1,), (1, D)
-        h = None if self.world_model is None else WorldModel.hidden_of(self.state)  # (1, H)
-        action = self.controller(self.controller.spec.observation(z, h))  # (1, 3)
-        if self.world_model is not None:
-            _, _, _, self.state = self.world_model.step(token, action, self.state)
-        return action[0].numpy()
+        actions, self.state = self.step_many(frame[None], self.controller.params[None], self.state)
+        return actions[0]
+
+    @torch.no_grad()
+    def step_many(self, frames: np.ndarray, params: torch.Tensor, state) -> tuple[np.ndarray, object]:
+        """K episodes in lockstep, one controller each: frames (K, 64, 64, 3) uint8, params (K, P), the world
+        model's state of K rows (None without h) -> actions (K, 3) float32 and the next state.
+
+        Only the encoder runs on the batch (most of an agent's step on a CPU). The world model and the
+        controllers run row by row: their batched products differ in the last bits from one row at a time, and
+        with h those bits feed back into every later step."""
+        tokens, z = self.vae.encode(torch.from_numpy(frames))  # (K,), (K, D)
+        rows = []
+        for k in range(len(frames)):
+            row_state = None if state is None else tuple(x[:, k : k + 1] for x in state)  # (1, 1, H) each
+            h = None if row_state is None else WorldModel.hidden_of(row_state)  # (1, H)
+            action = self.controller.spec.act(params[k : k + 1], self.controller.spec.observation(z[k : k + 1], h))
+            if self.world_model is not None:
+                _, _, _, row_state = self.world_model.step(tokens[k : k + 1], action, row_state)
+            rows.append((action, row_state))
+        actions = torch.cat([a for a, _ in rows])  # (K, 3)
+        if state is not None:
+            state = tuple(torch.cat([s[i] for _, s in rows], dim=1) for i in range(len(state)))  # (1, K, H) each
+        return actions.numpy(), state
+
+    def initial_state(self, episodes: int):
+        """The world model's state for `episodes` new episodes (None when the controller does not read h)."""
+        return None if self.world_model is None else self.world_model.initial_state(episodes)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Raw CarRacing observation (96, 96, 3) uint8 -> action (3,) float32 (steer, gas, brake)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import gymnasium
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from wm.config import WorldModelAgentConfig
@@ -24,9 +25,16 @@ from wm.policies import CorrelatedRandomPolicy, Policy
 from wm.seeding import Stream, numpy_rng, track_seed
 
 if TYPE_CHECKING:
+    from wm.agent import Agent
     from wm.parallel import WorkerPool
 
 ALL_FRAMES = sys.maxsize  # keep_frames value that keeps every frame, the final observation included
+# Agent episodes a worker plays in lockstep, their frames encoded in one VAE batch: 8 frames cost ~4x one
+# frame on a CPU core, not 8x (benchmarks/bench_env.py --agent). A constant, not a setting: the encoder's conv
+# latents differ in the last bits between batch sizes (~5e-7), which flips an FSQ code only where a latent
+# lies that close to a rounding boundary, but could; groups are cut from the task list, never by worker, so
+# results are the same for any worker count.
+LOCKSTEP_EPISODES = 8
 
 
 @dataclass
@@ -62,6 +70,50 @@ def make_env(cfg: WorldModelAgentConfig, fast: bool) -> gymnasium.Env:
     return make_car_racing(fast=fast, max_episode_steps=cfg.env.max_episode_steps)
 
 
+class _Recorder:
+    """One episode's record as it is played: kept frames, actions, rewards, done flags and the count of steps
+    without reward. A frame is preprocessed only where it is used: every step for a policy that reads frames
+    (`pre`), otherwise the kept raw observations are preprocessed in one batch at the end."""
+
+    def __init__(self, obs: np.ndarray, seed: int, max_steps: int, keep_frames: int, hopeless_steps: int, pre: bool):
+        self.obs, self.seed, self.max_steps, self.keep_frames = obs, seed, max_steps, keep_frames
+        self.hopeless_steps, self.pre = hopeless_steps, pre
+        self.kept: list[np.ndarray] = []  # frames if `pre`, else raw observations
+        self.actions, self.rewards, self.terminated, self.truncated = [], [], [], []
+        self.no_reward = 0
+
+    def frame(self) -> np.ndarray | None:
+        """The current observation as the policy sees it: (64, 64, 3) uint8, or None for a blind policy."""
+        frame = preprocess(self.obs) if self.pre else None
+        if len(self.actions) < self.keep_frames:
+            self.kept.append(frame if self.pre else self.obs)
+        return frame
+
+    def record(self, action: np.ndarray, obs: np.ndarray, reward: float, term: bool, trunc: bool) -> bool:
+        """One env step's outcome; returns whether the episode is over."""
+        self.obs = obs
+        self.actions.append(action)
+        self.rewards.append(reward)
+        self.terminated.append(term)
+        self.no_reward = self.no_reward + 1 if reward < 0 else 0
+        self.truncated.append(trunc or len(self.actions) >= self.max_steps or 0 < self.hopeless_steps <= self.no_reward)
+        return self.terminated[-1] or self.truncated[-1]
+
+    def finish(self) -> Episode:
+        if len(self.actions) < self.keep_frames:  # the observation after the last action completes the last step
+            self.kept.append(preprocess(self.obs) if self.pre else self.obs)
+        kept = self.kept
+        frames = None if not kept else np.stack(kept) if self.pre else preprocess(np.stack(kept))
+        return Episode(
+            actions=np.stack(self.actions).astype(np.float32),
+            rewards=np.asarray(self.rewards, dtype=np.float32),
+            terminated=np.asarray(self.terminated, dtype=bool),
+            truncated=np.asarray(self.truncated, dtype=bool),
+            track_seed=self.seed,
+            frames=frames,
+        )
+
+
 def run_episode(
     env: gymnasium.Env,
     policy: Policy,
@@ -74,40 +126,46 @@ def run_episode(
 ) -> Episode:
     """Play one episode on track `seed`, at most `max_steps` steps; keep the first `keep_frames` frames;
     call `on_step(reward)` after every step (e.g. to render); end (truncate) the episode after
-    `hopeless_steps` consecutive steps with negative reward (no new tile; 0: never; for training only).
-
-    A frame is preprocessed only where it is used: every step for a policy that reads frames, otherwise
-    the kept raw observations are preprocessed in one batch at the end."""
+    `hopeless_steps` consecutive steps with negative reward (no new tile; 0: never; for training only)."""
     obs, _ = env.reset(seed=seed)
     policy.reset(rng)
-    pre = policy.needs_frames
-    kept, actions, rewards, terminated, truncated = [], [], [], [], []  # kept: frames if `pre`, else raw obs
-    done, no_reward = False, 0
+    rec = _Recorder(obs, seed, max_steps, keep_frames, hopeless_steps, policy.needs_frames)
+    done = False
     while not done:
-        frame = preprocess(obs) if pre else None  # (64, 64, 3) uint8
-        if len(actions) < keep_frames:
-            kept.append(frame if pre else obs)
-        action = policy(frame)
+        action = policy(rec.frame())
         obs, reward, term, trunc, _ = env.step(action)
-        actions.append(action)
-        rewards.append(reward)
-        terminated.append(term)
-        no_reward = no_reward + 1 if reward < 0 else 0
-        truncated.append(trunc or len(actions) >= max_steps or 0 < hopeless_steps <= no_reward)
-        done = terminated[-1] or truncated[-1]
+        done = rec.record(action, obs, reward, term, trunc)
         if on_step is not None:
             on_step(float(reward))
-    if len(actions) < keep_frames:  # the observation after the last action completes the last transition
-        kept.append(preprocess(obs) if pre else obs)
-    frames = None if not kept else np.stack(kept) if pre else preprocess(np.stack(kept))
-    return Episode(
-        actions=np.stack(actions).astype(np.float32),
-        rewards=np.asarray(rewards, dtype=np.float32),
-        terminated=np.asarray(terminated, dtype=bool),
-        truncated=np.asarray(truncated, dtype=bool),
-        track_seed=seed,
-        frames=frames,
-    )
+    return rec.finish()
+
+
+def run_agent_episodes(
+    envs: list[gymnasium.Env], agent: Agent, params: np.ndarray, seeds: list[int], tasks: list[EpisodeTask]
+) -> list[Episode]:
+    """Play len(envs) agent episodes in lockstep, one per env: row k of `params` (K, P) drives track seeds[k]
+    under tasks[k]'s step limit, kept frames and hopeless steps. Each step encodes the frames of all running
+    episodes in one VAE batch (and one world-model step): per-frame work, not the env, bounded the real game
+    with one frame at a time. An episode equals the one `run_episode` plays alone (tested) but for the rare FSQ
+    code that the batch's last-bit differences in the encoder flip (LOCKSTEP_EPISODES)."""
+    recs = []
+    for env, seed, task in zip(envs, seeds, tasks, strict=True):
+        obs, _ = env.reset(seed=seed)
+        recs.append(_Recorder(obs, seed, task.max_steps, task.keep_frames, task.hopeless_steps, pre=True))
+    weights = torch.as_tensor(params, dtype=torch.float32)  # (K, P)
+    running, state = list(range(len(recs))), agent.initial_state(len(recs))
+    while running:
+        frames = np.stack([recs[k].frame() for k in running])  # (K', 64, 64, 3)
+        actions, state = agent.step_many(frames, weights[running], state)  # (K', 3)
+        still = []
+        for i, k in enumerate(running):
+            obs, reward, term, trunc, _ = envs[k].step(actions[i])
+            if not recs[k].record(actions[i], obs, reward, term, trunc):
+                still.append(i)
+        if len(still) < len(running):  # drop ended episodes' rows, the LSTM state's too: (1, K', H)
+            running = [running[i] for i in still]
+            state = None if state is None else tuple(x[:, still] for x in state)
+    return [rec.finish() for rec in recs]
 
 
 @dataclass(frozen=True)
@@ -124,13 +182,17 @@ class EpisodeTask:
 
 
 class EpisodeWorker:
-    """What one worker process holds: the env, the random policy and (given models) an agent."""
+    """What one worker process holds: its envs, the random policy and (given models) an agent."""
 
     def __init__(self, cfg: WorldModelAgentConfig, fast_env: bool, models=None):
-        self.cfg = cfg
-        self.env = make_env(cfg, fast_env)
+        self.cfg, self.fast_env = cfg, fast_env
+        self.envs = [make_env(cfg, fast_env)]
         self.random_policy = CorrelatedRandomPolicy(cfg.collect.policy)
         self.agent = None if models is None else models.build()
+
+    @property
+    def env(self) -> gymnasium.Env:
+        return self.envs[0]
 
     def play(self, task: EpisodeTask) -> Episode:
         policy = self.random_policy
@@ -141,6 +203,21 @@ class EpisodeWorker:
         seed = track_seed(self.cfg.seed, *task.track)
         rng = numpy_rng(self.cfg.seed, *task.noise)
         return run_episode(self.env, policy, seed, rng, task.max_steps, task.keep_frames, None, task.hopeless_steps)
+
+    def play_many(self, tasks: list[EpisodeTask]) -> list[Episode]:
+        """The tasks' episodes in order: the agent's in lockstep (one env each), the random policy's one by one
+        (it reads no frames, so there is nothing to batch)."""
+        agent = [i for i, t in enumerate(tasks) if t.params is not None]
+        if len(agent) < 2:
+            return [self.play(t) for t in tasks]
+        assert self.agent is not None, "this worker was built without models"
+        while len(self.envs) < len(agent):
+            self.envs.append(make_env(self.cfg, self.fast_env))
+        seeds = [track_seed(self.cfg.seed, *tasks[i].track) for i in agent]
+        params = np.stack([tasks[i].params for i in agent])
+        batch = run_agent_episodes(self.envs[: len(agent)], self.agent, params, seeds, [tasks[i] for i in agent])
+        played = dict(zip(agent, batch, strict=True))
+        return [played[i] if i in played else self.play(t) for i, t in enumerate(tasks)]
 
 
 _worker: dict[str, EpisodeWorker] = {}
@@ -155,14 +232,20 @@ def play_task(task: EpisodeTask) -> Episode:
     return _worker["w"].play(task)
 
 
+def play_tasks(tasks: list[EpisodeTask]) -> list[Episode]:
+    return _worker["w"].play_many(tasks)
+
+
 def play_episodes(pool: WorkerPool, tasks: list[EpisodeTask], desc: str, progress: bool = False) -> list[Episode]:
-    """Play `tasks` on the pool's workers (results in task order), with a progress bar of episodes and real-game
-    steps/s when `progress` (a CMA-ES generation in the real game, an evaluation, a round's collection)."""
+    """Play `tasks` on the pool's workers (results in task order), LOCKSTEP_EPISODES consecutive tasks at a time
+    per worker, with a progress bar of episodes and real-game steps/s when `progress` (a CMA-ES generation, an
+    evaluation, a round's collection)."""
+    groups = [tasks[i : i + LOCKSTEP_EPISODES] for i in range(0, len(tasks), LOCKSTEP_EPISODES)]
     episodes, steps, start = [], 0, time.perf_counter()
     with tqdm(total=len(tasks), unit="ep", desc=desc, disable=not progress, mininterval=1.0, leave=False) as bar:
-        for episode in pool.map(play_task, tasks):
-            episodes.append(episode)
-            steps += episode.steps
-            bar.update(1)
+        for group in pool.map(play_tasks, groups):
+            episodes += group
+            steps += sum(episode.steps for episode in group)
+            bar.update(len(group))
             bar.set_postfix(steps_per_s=f"{steps / (time.perf_counter() - start):.0f}")
     return episodes
