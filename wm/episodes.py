@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from wm.parallel import WorkerPool
 
 ALL_FRAMES = sys.maxsize  # keep_frames value that keeps every frame, the final observation included
-# Agent episodes a worker plays in lockstep, their frames encoded in one VAE batch: 8 frames cost ~4x one
-# frame on a CPU core, not 8x (benchmarks/bench_env.py --agent). A constant, not a setting: the encoder's conv
-# latents differ in the last bits between batch sizes (~5e-7), which flips an FSQ code only where a latent
+# Agent episodes a worker plays in lockstep, their frames encoded in one VAE batch: 8 frames cost about twice
+# one frame on a CPU core, not 8x (README "Benchmarks"; bench_env.py --agent). A constant, not a setting: the conv
+# encoder's latents differ in the last bits between batch sizes (~5e-7), flipping an FSQ code only where a latent
 # lies that close to a rounding boundary, but could; groups are cut from the task list, never by worker, so
 # results are the same for any worker count.
 LOCKSTEP_EPISODES = 8
@@ -102,8 +102,7 @@ class _Recorder:
     def finish(self) -> Episode:
         if len(self.actions) < self.keep_frames:  # the observation after the last action completes the last step
             self.kept.append(preprocess(self.obs) if self.pre else self.obs)
-        kept = self.kept
-        frames = None if not kept else np.stack(kept) if self.pre else preprocess(np.stack(kept))
+        frames = None if not self.kept else np.stack(self.kept) if self.pre else preprocess(np.stack(self.kept))
         return Episode(
             actions=np.stack(self.actions).astype(np.float32),
             rewards=np.asarray(self.rewards, dtype=np.float32),
