@@ -11,7 +11,7 @@ AsyncVectorEnv over the fast env, unpinned; it is only meaningful on otherwise i
 
 --agent adds real-game fitness as CMA-ES runs it (wm.episodes.play_episodes on a WorkerPool: env, frame
 preprocessing, the default-size FSQ-VAE encoder and a linear controller per step), one frame at a time and
-LOCKSTEP_EPISODES episodes per worker, beside the fast env alone with as many workers.
+--lockstep episodes per worker (ctrl.lockstep), beside the fast env alone with as many workers.
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ def vector_rate(num_workers: int, seed: int, steps: int) -> float:
 
 def agent_rate(workers: int, lockstep: int, episodes: int, steps: int) -> float:
     """Steps/s of `episodes` agent episodes of `steps` steps (random controllers, tracks 0..) on `workers`."""
-    import wm.episodes as episodes_module
     from wm.agent import AgentModels
     from wm.config import WorldModelAgentConfig
     from wm.episodes import EpisodeTask, init_worker, play_episodes
@@ -91,11 +90,10 @@ def agent_rate(workers: int, lockstep: int, episodes: int, steps: int) -> float:
     P = 3 * cfg.fsq.dim + 3
     params = np.random.default_rng(0).normal(0, 0.5, (episodes, P)).astype(np.float32)
     tasks = [EpisodeTask((Stream.EVAL, i), (Stream.EVAL, i), steps, params[i]) for i in range(episodes)]
-    episodes_module.LOCKSTEP_EPISODES = lockstep  # read by play_episodes in this process, where groups are cut
     with WorkerPool(workers, init_worker, (cfg, True, models)) as pool:
-        play_episodes(pool, tasks[: 2 * workers * lockstep], "warm-up")  # spawn, imports, first envs
+        play_episodes(pool, tasks[: 2 * workers * lockstep], "warm-up", lockstep=lockstep)  # spawn, imports, envs
         start = time.perf_counter()
-        played = play_episodes(pool, tasks, "agent")
+        played = play_episodes(pool, tasks, "agent", lockstep=lockstep)
         return sum(ep.steps for ep in played) / (time.perf_counter() - start)
 
 
@@ -107,6 +105,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is kept")
     parser.add_argument("--agent", action="store_true", help="also measure real-game fitness (the agent)")
     parser.add_argument("--episodes", type=int, default=32, help="agent episodes per measurement (--agent)")
+    parser.add_argument("--lockstep", type=int, nargs="+", default=[8], help="episodes in lockstep (--agent; 1 too)")
     args = parser.parse_args()
 
     actions = random_actions(args.seed, args.steps)
@@ -126,12 +125,10 @@ def main() -> None:
         rate = max(vector_rate(n, args.seed, args.steps) for _ in range(args.repeats))
         print(f"{n:<8}{rate:>10.0f}{rate / n:>10.0f}")
     if args.agent:
-        from wm.episodes import LOCKSTEP_EPISODES
-
         print(f"\nreal-game fitness (env + VAE encoder + controller), {args.episodes} episodes of {args.steps} steps")
         print(f"{'workers':<8}{'lockstep':>10}{'steps/s':>10}")
         for n in args.workers:
-            for lockstep in (1, LOCKSTEP_EPISODES):
+            for lockstep in sorted({1, *args.lockstep}):
                 rate = max(agent_rate(n, lockstep, args.episodes, args.steps) for _ in range(args.repeats))
                 print(f"{n:<8}{lockstep:>10}{rate:>10.0f}")
 

@@ -24,7 +24,7 @@ def main(
     write_json(metrics, summary)
     print(
         f"collect: {summary['collect/data/episodes']} episodes, {summary['collect/data/steps']} steps "
-        f"at {collector.steps_per_s:.0f} steps/s with {collector.runtime.num_workers} workers; random-policy "
+        f"at {collector.steps_per_s:.0f} steps/s with {collector.workers} workers; random-policy "
         f"return {summary['collect/data/return_mean']:.1f} ± {summary['collect/data/return_std']:.1f} -> {out}"
     )
 

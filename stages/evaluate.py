@@ -38,7 +38,7 @@ def main(
     from wm.models.controller import EvolutionaryController
     from wm.models.fsq_vae import FSQVAE
     from wm.models.world_model import WorldModel
-    from wm.parallel import WorkerPool
+    from wm.parallel import open_pool
     from wm.runtime import load_runtime
     from wm.seeding import Stream, int_seed
 
@@ -51,12 +51,11 @@ def main(
     ctrl = EvolutionaryController.from_file(agent / "controller.pt", ctrl_fingerprint(cfg))
     record = e.video_steps if e.video else 0
     levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}  # the dream it was trained in
-    workers = min(runtime.num_workers, 2 * e.episodes)
-    with WorkerPool(
-        workers, init_worker, (cfg, runtime.fast_env, AgentModels.of(vae, cfg.controller, world_model))
+    with open_pool(
+        runtime, 2 * e.episodes, init_worker, (cfg, runtime.fast_env, AgentModels.of(vae, cfg.controller, world_model))
     ) as pool:
         summary, rows, episode = evaluate_real(
-            pool, ctrl.params.numpy(), e.episodes, e.max_steps, record, runtime.progress
+            pool, ctrl.params.numpy(), e.episodes, e.max_steps, record, runtime.progress, lockstep=c.lockstep
         )
         if e.fidelity_panel:
             panel = controller_panel(ctrl.params.numpy(), e.fidelity_panel, cfg.seed)
@@ -65,7 +64,7 @@ def main(
             )
             seed = int_seed(cfg.seed, Stream.EVAL_DREAM, 1)
             panel_metrics, panel_rows = fidelity(
-                pool, vae, panel_dream, ctrl.spec, panel, e.fidelity_tracks, seed, runtime.progress
+                pool, vae, panel_dream, ctrl.spec, panel, e.fidelity_tracks, seed, runtime.progress, lockstep=c.lockstep
             )
             summary |= {f"eval/fidelity/{k}": v for k, v in panel_metrics.items()}
             write_csv(plots / "fidelity.csv", panel_rows)

@@ -308,7 +308,9 @@ def evaluation(models):
     params = random_params(controller, seed=2, scale=0.05)
     params[-3:] = (0.2, 2.0, -2.0)
     with WorkerPool(1, init_worker, (cfg, True, AgentModels.of(vae, cfg.controller, world_model))) as pool:
-        metrics, rows, episode = evaluate_real(pool, params, episodes=2, max_steps=90, record=6)
+        metrics, rows, episode = evaluate_real(
+            pool, params, episodes=2, max_steps=90, record=6, lockstep=cfg.ctrl.lockstep
+        )
     return params, metrics, rows, episode
 
 
@@ -376,7 +378,7 @@ def test_lockstep_episodes_equal_episodes_played_alone(models, env, use_hidden):
     """Batched agents: K episodes in lockstep (frames encoded in one batch, ended episodes' rows dropped from
     the LSTM state) must each equal the episode played alone, bit for bit, with different controllers, step
     limits, kept frames and a hopeless limit per episode. The frame-statistics V is batch-invariant, so any
-    difference is the lockstep loop's; the conv encoder's last-bit batch effects are LOCKSTEP_EPISODES's."""
+    difference is the lockstep loop's; the conv encoder's last-bit batch effects are why ctrl.lockstep is a param."""
     cfg, _, stats_vae, world_model = models
     agent = Agent(stats_vae, EvolutionaryController(cfg.controller if use_hidden else plain(cfg)), world_model)
     P = agent.controller.spec.num_params
@@ -412,6 +414,6 @@ def test_play_episodes_is_the_same_for_any_worker_count(models):
     runs = []
     for workers in (1, 2):
         with WorkerPool(workers, init_worker, (cfg, True, agent_models)) as pool:
-            runs.append(play_episodes(pool, tasks, "test"))
+            runs.append(play_episodes(pool, tasks, "test", lockstep=cfg.ctrl.lockstep))
     assert [ep.steps for ep in runs[0]] == [10, 11, 15, *range(12, 21)]
     assert all(np.array_equal(a.actions, b.actions) for a, b in zip(*runs, strict=True))

@@ -150,9 +150,11 @@ def test_evaluation_and_training_tracks_are_never_collected_tracks(tmp_path):
     models = AgentModels.of(FSQVAE(cfg.fsq_vae), cfg.controller, WorldModel(cfg.world_model))
     num_params = ControllerSpec.from_config(cfg.controller).num_params
     with WorkerPool(1, init_worker, (cfg, True, models)) as pool:
-        _, rows, _ = evaluate_real(pool, np.zeros(num_params, np.float32), episodes=4, max_steps=3, record=0)
+        _, rows, _ = evaluate_real(
+            pool, np.zeros(num_params, np.float32), episodes=4, max_steps=3, record=0, lockstep=cfg.ctrl.lockstep
+        )
         spy = SpyPool(pool)
-        fitness = RealFitness(spy, rollouts=2, max_steps=3)
+        fitness = RealFitness(spy, rollouts=2, max_steps=3, lockstep=cfg.ctrl.lockstep)
         for generation in range(2):
             fitness(np.zeros((2, num_params)), generation)
     evaluated = {r["track_seed"] for r in rows}

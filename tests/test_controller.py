@@ -83,6 +83,21 @@ def test_observation_concat():
     z, h = torch.randn(2, 4), torch.randn(2, 3)
     assert torch.equal(spec.observation(z, h), torch.cat([z, h], -1))
     assert torch.equal(ControllerSpec("linear", 4).observation(z), z)
+    z, h = torch.randn(5, 2, 4), torch.randn(5, 2, 3)  # (T, B, .): imagined trajectories
+    assert torch.equal(spec.observation(z, h), torch.cat([z, h], -1))
+
+
+def test_layers_follow_the_documented_flat_layout():
+    """linear: W (3, X) row-major then b (3); mlp: W1 (M, X), b1 (M), W2 (3, M), b2 (3); any leading dims."""
+    X, M = 5, 2
+    linear, mlp = ControllerSpec("linear", 4, h_dim=1), ControllerSpec("mlp", 4, h_dim=1, mlp_hidden=M)
+    flat = torch.arange(linear.num_params, dtype=torch.float32)
+    W, b = linear.layers(flat)
+    assert W[1, 2] == 1 * X + 2 and b.tolist() == [15, 16, 17]
+    flat = torch.arange(mlp.num_params, dtype=torch.float32).expand(3, -1)  # (N, P)
+    W1, b1, W2, b2 = mlp.layers(flat)
+    assert W1.shape == (3, M, X) and W1[2, 1, 0] == X
+    assert b1[0].tolist() == [10, 11] and W2[0, 2, 1] == 12 + 2 * M + 1 and b2[0].tolist() == [18, 19, 20]
 
 
 def test_params_are_a_float32_copy():

@@ -100,11 +100,13 @@ class FakePool:
 
     def __init__(self):
         self.calls: list[list[EpisodeTask]] = []
+        self.group_sizes: list[int] = []
 
     def map(self, fn, groups):
         assert fn is play_tasks
         groups = list(groups)
         self.calls.append([task for group in groups for task in group])
+        self.group_sizes += [len(group) for group in groups]
         for group in groups:
             yield [self.play(task) for task in group]
 
@@ -120,7 +122,7 @@ class FakePool:
 @pytest.mark.parametrize(("candidates", "rollouts"), [(5, 3), (4, 4), (3, 1)])
 def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, rollouts):
     pool = FakePool()
-    fit = RealFitness(pool, rollouts=rollouts, max_steps=77)
+    fit = RealFitness(pool, rollouts=rollouts, max_steps=77, lockstep=3)
     params = np.zeros((candidates, 6))
     params[:, 0] = np.arange(candidates)  # candidate id
     params[:, 1:] = np.random.default_rng(0).normal(size=(candidates, 5))
@@ -132,6 +134,8 @@ def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, ro
         np.testing.assert_allclose(scores, expected, rtol=1e-6)
         tasks = pool.calls[-1]
         assert len(tasks) == candidates * rollouts
+        full, rest = divmod(len(tasks), 3)  # ctrl.lockstep episodes per group, cut from the task list
+        assert pool.group_sizes[-full - bool(rest) :] == [3] * full + ([rest] if rest else [])
         # every candidate plays the same tracks of the CTRL stream, with its own params
         for c in range(candidates):
             mine = [t for t in tasks if t.params[0] == c]
@@ -155,7 +159,7 @@ def test_real_fitness_plays_the_ctrl_tracks_in_the_real_game():
     candidates[1, -3:] = (0.8, -3.0, -3.0)  # no gas, steering
     R, steps = 2, 25
     with WorkerPool(1, init_worker, (cfg, True, AgentModels.of(vae, cfg.controller, world_model))) as pool:
-        scores = RealFitness(pool, R, steps)(candidates, 1)
+        scores = RealFitness(pool, R, steps, lockstep=cfg.ctrl.lockstep)(candidates, 1)
     env = make_env(cfg, fast=True)
     agent = Agent(vae, EvolutionaryController(cfg.controller), world_model)
     for c, params in enumerate(candidates):

@@ -84,7 +84,7 @@ def test_fidelity_of_dreams_that_rank_like_the_game_and_backwards(agent_parts, s
     panel = gas_panel(spec)
     dream = make_dream(model, FixedStarts(torch.zeros(1, dtype=torch.long)), 1.0, 120)
     with WorkerPool(1, init_worker, (cfg, True, AgentModels.of(vae, cfg.controller, model))) as pool:
-        metrics, rows = fidelity(pool, vae, dream, spec, panel, tracks=2, seed=0)
+        metrics, rows = fidelity(pool, vae, dream, spec, panel, tracks=2, seed=0, lockstep=cfg.ctrl.lockstep)
     real = [r["real"] for r in rows]
     assert real[0] < real[1] < real[2], real  # the game's own ranking of the panel
     assert metrics["rank_corr"] == pytest.approx(expected)

@@ -113,14 +113,13 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
         trainer(cfg, data).fit(data[0])
     monkeypatch.setattr(controller_module.WorldModelTrainer, "fit", original)
 
-    played = controller_module.WorkerPool
+    opened = controller_module.open_pool
 
-    class CountingPool(played):
-        def __init__(self, *args, **kwargs):
-            calls["collect"] += 1
-            super().__init__(*args, **kwargs)
+    def counting_pool(*args, **kwargs):
+        calls["collect"] += 1
+        return opened(*args, **kwargs)
 
-    monkeypatch.setattr(controller_module, "WorkerPool", CountingPool)
+    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
     resumed = trainer(cfg, data)
     resumed.fit(data[0])
     assert calls["collect"] == 1  # round 1's episodes from the cache; only round 2 played the game

@@ -18,7 +18,7 @@ from wm.config import WorldModelAgentConfig, collect_fingerprint
 from wm.datafiles import write_rollouts
 from wm.episodes import ALL_FRAMES, EpisodeTask, init_worker, play_task
 from wm.frames import CROP_ROWS
-from wm.parallel import WorkerPool
+from wm.parallel import open_pool
 from wm.runtime import RuntimeSettings, load_runtime
 from wm.seeding import Stream
 
@@ -67,13 +67,13 @@ class DataCollector:
         }
         returns, lengths, terminated = [], [], 0
         start = time.perf_counter()
-        workers = min(self.runtime.num_workers, len(tasks))
         bar = tqdm(total=len(tasks), unit="ep", desc="collect", disable=not progress, mininterval=1.0)
         with (
             write_rollouts(out, attrs) as writer,
             bar,
-            WorkerPool(workers, init_worker, (cfg, self.runtime.fast_env, models)) as pool,
+            open_pool(self.runtime, len(tasks), init_worker, (cfg, self.runtime.fast_env, models)) as pool,
         ):
+            self.workers = pool.workers
             for ep in pool.map(play_task, tasks):
                 writer.append(ep)
                 returns.append(ep.ret)

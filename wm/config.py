@@ -212,6 +212,15 @@ class CtrlConfig(_Section):
         description="End a training episode (dream or real game) after this many consecutive steps without "
         "reward (0: never). Never applied in evaluation.",
     )
+    lockstep: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="Real-game agent episodes a worker plays in lockstep, their frames encoded in one VAE batch "
+        "(real-game CMA-ES, the rounds' collection, evaluate): 8 frames cost about twice one on a CPU core. "
+        "Groups are cut from the task list, so W workers are all busy only with tasks >= lockstep x W. A param, "
+        "not a setting: the encoder's last float bits depend on the batch size.",
+    )
 
     @model_validator(mode="after")
     def _track_budget(self) -> CtrlConfig:

@@ -316,7 +316,7 @@ def _gzip_chunks_along_rows(ds: h5py.Dataset) -> bool:
 
 def read_frame_range(frames: h5py.Dataset, start: int, stop: int) -> np.ndarray:
     """frames[start:stop], decompressing its chunks on the codec threads (HDF5 decompresses one chunk at a
-    time: ~14k frames/s against ~50k on 2 cores, benchmarks/bench_data.py). Other layouts read through h5py."""
+    time: 13.0k frames/s against 29.2k on 2 cores, benchmarks/bench_data.py). Other layouts read through h5py."""
     if stop <= start or not _gzip_chunks_along_rows(frames):
         return frames[start:stop]
     rows, row_shape = frames.chunks[0], frames.shape[1:]

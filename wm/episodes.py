@@ -29,12 +29,6 @@ if TYPE_CHECKING:
     from wm.parallel import WorkerPool
 
 ALL_FRAMES = sys.maxsize  # keep_frames value that keeps every frame, the final observation included
-# Agent episodes a worker plays in lockstep, their frames encoded in one VAE batch: 8 frames cost about twice
-# one frame on a CPU core, not 8x (README "Benchmarks"; bench_env.py --agent). A constant, not a setting: the conv
-# encoder's latents differ in the last bits between batch sizes (~5e-7), flipping an FSQ code only where a latent
-# lies that close to a rounding boundary, but could; groups are cut from the task list, never by worker, so
-# results are the same for any worker count.
-LOCKSTEP_EPISODES = 8
 
 
 @dataclass
@@ -146,7 +140,7 @@ def run_agent_episodes(
     under tasks[k]'s step limit, kept frames and hopeless steps. Each step encodes the frames of all running
     episodes in one VAE batch (and one world-model step): per-frame work, not the env, bounded the real game
     with one frame at a time. An episode equals the one `run_episode` plays alone (tested) but for the rare FSQ
-    code that the batch's last-bit differences in the encoder flip (LOCKSTEP_EPISODES)."""
+    code that the batch's last-bit differences in the encoder flip (hence `ctrl.lockstep` is a param)."""
     recs = []
     for env, seed, task in zip(envs, seeds, tasks, strict=True):
         obs, _ = env.reset(seed=seed)
@@ -235,11 +229,14 @@ def play_tasks(tasks: list[EpisodeTask]) -> list[Episode]:
     return _worker["w"].play_many(tasks)
 
 
-def play_episodes(pool: WorkerPool, tasks: list[EpisodeTask], desc: str, progress: bool = False) -> list[Episode]:
-    """Play `tasks` on the pool's workers (results in task order), LOCKSTEP_EPISODES consecutive tasks at a time
-    per worker, with a progress bar of episodes and real-game steps/s when `progress` (a CMA-ES generation, an
-    evaluation, a round's collection)."""
-    groups = [tasks[i : i + LOCKSTEP_EPISODES] for i in range(0, len(tasks), LOCKSTEP_EPISODES)]
+def play_episodes(
+    pool: WorkerPool, tasks: list[EpisodeTask], desc: str, progress: bool = False, *, lockstep: int
+) -> list[Episode]:
+    """Play `tasks` on the pool's workers (results in task order), `lockstep` consecutive tasks at a time per
+    worker, with a progress bar of episodes and real-game steps/s when `progress` (a CMA-ES generation, an
+    evaluation, a round's collection). Groups are cut from the task list, never per worker: the same episodes
+    for any worker count and backend."""
+    groups = [tasks[i : i + lockstep] for i in range(0, len(tasks), lockstep)]
     episodes, steps, start = [], 0, time.perf_counter()
     with tqdm(total=len(tasks), unit="ep", desc=desc, disable=not progress, mininterval=1.0, leave=False) as bar:
         for group in pool.map(play_tasks, groups):

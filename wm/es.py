@@ -133,9 +133,17 @@ class RealFitness:
     real-game steps of the last call (the budget every method is compared by)."""
 
     def __init__(
-        self, pool: WorkerPool, rollouts: int, max_steps: int, hopeless_steps: int = 0, progress: bool = False
+        self,
+        pool: WorkerPool,
+        rollouts: int,
+        max_steps: int,
+        hopeless_steps: int = 0,
+        progress: bool = False,
+        *,
+        lockstep: int,
     ):
         self.pool, self.rollouts, self.max_steps, self.hopeless_steps = pool, rollouts, max_steps, hopeless_steps
+        self.lockstep = lockstep  # episodes per worker in one VAE batch (ctrl.lockstep)
         self.progress = progress  # a progress bar within each generation
         self.last_steps = 0
 
@@ -147,7 +155,7 @@ class RealFitness:
             for c in candidates
             for t in tracks
         ]
-        episodes = play_episodes(self.pool, tasks, f"ctrl gen {generation + 1}", self.progress)
+        episodes = play_episodes(self.pool, tasks, f"ctrl gen {generation + 1}", self.progress, lockstep=self.lockstep)
         self.last_steps = sum(ep.steps for ep in episodes)
         returns = np.array([ep.ret for ep in episodes])  # (C * R,), candidate-major
         return returns.reshape(len(candidates), R).mean(axis=1)  # (C, R) -> (C,)

@@ -36,7 +36,14 @@ def return_summary(prefix: str, returns: list[float]) -> dict[str, float]:
 
 
 def evaluate_real(
-    pool: WorkerPool, params: np.ndarray, episodes: int, max_steps: int, record: int, progress: bool = False
+    pool: WorkerPool,
+    params: np.ndarray,
+    episodes: int,
+    max_steps: int,
+    record: int,
+    progress: bool = False,
+    *,
+    lockstep: int,
 ) -> tuple[dict[str, float], list[dict], Episode]:
     """Play tracks 0..episodes-1 of the EVAL stream with the controller and with the random policy (its
     noise from the BASELINE stream). Returns (metrics, per-track rows, the first controller episode with
@@ -46,7 +53,7 @@ def evaluate_real(
         for i in range(episodes)
     ]
     tasks += [EpisodeTask((Stream.EVAL, i), (Stream.BASELINE, i), max_steps) for i in range(episodes)]
-    results = play_episodes(pool, tasks, "evaluate", progress)
+    results = play_episodes(pool, tasks, "evaluate", progress, lockstep=lockstep)
     agent, random = results[:episodes], results[episodes:]
     metrics = return_summary("eval/real", [e.ret for e in agent]) | return_summary(
         "eval/random", [e.ret for e in random]
@@ -68,6 +75,8 @@ def fidelity(
     tracks: int,
     seed: int,
     progress: bool = False,
+    *,
+    lockstep: int,
 ) -> tuple[dict[str, float], list[dict]]:
     """Score every panel controller on the first `tracks` evaluation tracks in the real game and in `dream`
     (its settings, horizon included) started from the encoded first frame of each of those tracks. Returns
@@ -78,7 +87,7 @@ def fidelity(
         for p in panel.params
         for t in range(R)
     ]
-    episodes = play_episodes(pool, tasks, "fidelity panel", progress)
+    episodes = play_episodes(pool, tasks, "fidelity panel", progress, lockstep=lockstep)
     real = np.array([ep.ret for ep in episodes]).reshape(N, R).mean(axis=1)  # (N * R,) -> (N, R) -> (N,)
     with torch.no_grad():
         first = vae.encode(torch.from_numpy(np.stack([ep.frames[0] for ep in episodes[:R]])))[0]  # (R,) tokens

@@ -1,12 +1,25 @@
-"""The one parallel abstraction: `WorkerPool.map(fn, items)` over worker processes, results in input order."""
+"""The one parallel abstraction: `pool.map(fn, items)` over workers, results in input order.
+
+Two backends behind it, picked by the runtime setting ``WM_BACKEND`` (it changes where work runs, never what
+it computes): local processes (`WorkerPool`, the default) or Ray actors (`RayWorkerPool`), which run on this
+machine or on the cluster that ``RAY_ADDRESS`` names. Every work item is a pure function of its inputs (each
+episode seeds its own track and noise) and results come back in input order, so outputs are byte-identical
+on either backend and for any worker count (tests/test_parallel.py).
+"""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
+from wm.errors import WmError
 from wm.interrupt import raise_if_interrupted
+from wm.runtime import RuntimeSettings, available_cores
 
 
 def _init_worker_process(initializer: Callable, initargs: tuple) -> None:
@@ -27,6 +40,7 @@ class WorkerPool:
     """
 
     def __init__(self, workers: int, initializer: Callable, initargs: tuple):
+        self.workers = workers
         self.pool = None
         if workers == 1:
             initializer(*initargs)
@@ -46,3 +60,103 @@ class WorkerPool:
     def __exit__(self, *exc) -> None:
         if self.pool is not None:  # on an early exit (error, Ctrl-C) drop queued work instead of finishing it
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Work items in flight per Ray actor: the next one is queued while the current one runs, so an actor on another
+# node never waits a network round trip between items.
+_RAY_QUEUE_DEPTH = 2
+
+
+class _RayWorker:
+    """A Ray actor holding one worker's state (envs, models), set up once like a pool process."""
+
+    def __init__(self, initializer: Callable, initargs: tuple):
+        _init_worker_process(initializer, initargs)
+
+    def run(self, fn: Callable, item: object) -> object:
+        return fn(item)
+
+
+def connect_ray() -> None:
+    """Join the Ray cluster that ``RAY_ADDRESS`` names, or start Ray on this machine's available cores.
+
+    The `wm` package is shipped to the workers (`py_modules`), so cluster nodes need the locked dependencies
+    (requirements.lock) but not this checkout.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = {"py_modules": [str(Path(__file__).resolve().parent)]}
+    # Worker logs reach this terminal; Ray's own INFO lines (start-up, autoscaler) would bury the progress bar.
+    options = {"runtime_env": runtime_env, "logging_level": logging.WARNING, "configure_logging": True}
+    try:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(**options)
+        else:
+            ray.init(num_cpus=available_cores(), include_dashboard=False, **options)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise WmError(f"WM_BACKEND=ray: cannot start or reach Ray ({err}); check RAY_ADDRESS") from None
+
+
+class RayWorkerPool(WorkerPool):
+    """`map(fn, items)` over `workers` Ray actors of one CPU each, results in input order.
+
+    Items go to whichever actor frees up first (like the process pool's shared queue), so a slow node
+    does not hold back the others; results are reordered before they are yielded.
+    """
+
+    def __init__(self, workers: int, initializer: Callable, initargs: tuple):
+        import ray
+
+        connect_ray()
+        self.workers, self.pool = workers, None
+        actor = ray.remote(num_cpus=1)(_RayWorker)
+        self.actors = [actor.remote(initializer, initargs) for _ in range(workers)]
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        import ray
+
+        todo = enumerate(items)
+        pending: dict = {}  # ObjectRef -> (item index, actor)
+        done: dict[int, object] = {}
+
+        def give(actor) -> None:
+            for i, item in itertools.islice(todo, 1):
+                pending[actor.run.remote(fn, item)] = (i, actor)
+
+        for actor in self.actors:
+            for _ in range(_RAY_QUEUE_DEPTH):
+                give(actor)
+        following = 0
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            i, actor = pending.pop(ref)
+            done[i] = ray.get(ref)  # re-raises the item's exception (a subclass of the original type)
+            give(actor)
+            while following in done:
+                raise_if_interrupted()
+                yield done.pop(following)
+                following += 1
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        for actor in self.actors:  # queued and running items die with their actors
+            ray.kill(actor)
+
+
+def ray_cpus() -> int:
+    """CPUs of the Ray cluster this process is connected to (starting one locally if needed)."""
+    import ray
+
+    connect_ray()
+    return int(ray.cluster_resources().get("CPU", 1))
+
+
+def open_pool(runtime: RuntimeSettings, most: int, initializer: Callable, initargs: tuple) -> WorkerPool:
+    """The pool the runtime settings ask for (backend, workers; 0 = every core of this machine or of the Ray
+    cluster), with at most `most` workers since more would idle."""
+    if runtime.backend == "ray":
+        return RayWorkerPool(max(1, min(runtime.workers or ray_cpus(), most)), initializer, initargs)
+    return WorkerPool(max(1, min(runtime.num_workers, most)), initializer, initargs)

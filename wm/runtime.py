@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,8 +33,13 @@ class RuntimeSettings(BaseSettings):
         0,
         ge=0,
         le=4096,
-        description="Worker processes for the real game (collect, real-game CMA-ES, evaluate); 0 or 'auto' = "
-        "one per available core. Outputs are byte-identical for any value.",
+        description="Workers for the real game (collect, real-game CMA-ES, evaluate); 0 or 'auto' = one per "
+        "available core (with backend ray: per CPU of the Ray cluster). Outputs are byte-identical for any value.",
+    )
+    backend: Literal["processes", "ray"] = Field(
+        "processes",
+        description="Where the real-game workers run: local processes, or Ray actors on the cluster that "
+        "RAY_ADDRESS names (Ray started on this machine when it is unset). Outputs are byte-identical either way.",
     )
     load_limit_gb: float = Field(
         8.0,
@@ -58,6 +64,7 @@ class RuntimeSettings(BaseSettings):
 
     @property
     def num_workers(self) -> int:
+        """Local worker processes (the Ray backend counts the cluster's CPUs instead: wm.parallel.open_pool)."""
         return self.workers or available_cores()
 
 

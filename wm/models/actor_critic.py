@@ -104,14 +104,10 @@ class ActorCritic(nn.Module):
         """z (..., D), h (..., H) -> values (...)."""
         return self.critic(torch.cat([z, h], dim=-1)).squeeze(-1)
 
-    def observation(self, z: Tensor, h: Tensor) -> Tensor:
-        """The actor's input from z (..., D), h (..., H): [z, h] or z, as the controller spec says."""
-        return torch.cat([z, h], dim=-1) if self.spec.h_dim else z
-
     @torch.no_grad()
     def sample(self, z: Tensor, h: Tensor, gen: torch.Generator) -> Tensor:
         """Raw actions (B, A) ~ Normal(mu([z, h]), sigma), the noise from `gen`."""
-        mean = self.policy_mean(self.observation(z, h))  # (B, A)
+        mean = self.policy_mean(self.spec.observation(z, h))  # (B, A)
         noise = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
         return mean + self.log_std.exp() * noise
 
@@ -134,7 +130,7 @@ class ActorCritic(nn.Module):
         value = self.value(batch.z[:-1], batch.h[:-1])  # (T, B), with gradient
         critic_loss = (alive * 0.5 * (value - returns) ** 2).sum() / steps
 
-        obs = self.observation(batch.z[:-1], batch.h[:-1])  # (T, B, X)
+        obs = self.spec.observation(batch.z[:-1], batch.h[:-1])  # (T, B, X)
         mean = self.policy_mean(obs.reshape(T * B, -1)).view(T, B, ACTION_DIM)  # (T*B, X) -> (T, B, A)
         std = self.log_std.exp()  # (A,)
         log_prob = (-0.5 * ((batch.raw - mean) / std) ** 2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)

@@ -66,28 +66,41 @@ class ControllerSpec:
         return self.z_dim + self.h_dim
 
     @property
-    def num_params(self) -> int:
+    def layer_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the weights and biases in the flat vector, in order (the module docstring's layout)."""
         X, M, A = self.obs_dim, self.mlp_hidden, ACTION_DIM
-        return A * X + A if self.kind == "linear" else M * X + M + A * M + A
+        return [(A, X), (A,)] if self.kind == "linear" else [(M, X), (M,), (A, M), (A,)]
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(np.prod(shape)) for shape in self.layer_shapes)
+
+    def layers(self, params: Tensor) -> list[Tensor]:
+        """Flat vectors (..., P) cut into views of their layers (..., *shape), in `layer_shapes` order."""
+        assert params.shape[-1] == self.num_params, f"params must be (..., {self.num_params})"
+        lead, out, start = params.shape[:-1], [], 0
+        for shape in self.layer_shapes:
+            size = int(np.prod(shape))
+            out.append(params[..., start : start + size].view(*lead, *shape))
+            start += size
+        return out
 
     def observation(self, z: Tensor, h: Tensor | None = None) -> Tensor:
-        """Controller input [z, h]: z (N, D) and, when h_dim > 0, h (N, H) -> (N, obs_dim)."""
-        assert z.ndim == 2 and z.shape[1] == self.z_dim, f"z must be (N, {self.z_dim}), got {tuple(z.shape)}"
+        """Controller input [z, h]: z (..., D) and, when h_dim > 0, h (..., H) -> (..., obs_dim)."""
+        assert z.shape[-1] == self.z_dim, f"z must be (..., {self.z_dim}), got {tuple(z.shape)}"
         if self.h_dim == 0:
             return z
-        assert h is not None and h.shape == (z.shape[0], self.h_dim), f"h must be (N, {self.h_dim})"
+        assert h is not None and h.shape == (*z.shape[:-1], self.h_dim), f"h must be (..., {self.h_dim})"
         return torch.cat([z, h.to(z.dtype)], dim=-1)
 
     def raw_outputs(self, params: Tensor, obs: Tensor) -> Tensor:
         """One controller on N observations, differentiable in its flat vector (gradient training,
         wm/models/actor_critic.py): params (P,), obs (N, X) -> raw outputs (N, 3), before `squash_actions`."""
-        X, A = self.obs_dim, ACTION_DIM
-        assert params.shape == (self.num_params,) and obs.shape[1:] == (X,), "params (P,) and obs (N, X)"
+        assert params.shape == (self.num_params,) and obs.shape[1:] == (self.obs_dim,), "params (P,) and obs (N, X)"
         if self.kind == "linear":
-            return F.linear(obs, params[: A * X].view(A, X), params[A * X :])  # W (3, X), b (3)
-        M = self.mlp_hidden
-        W1, b1 = params[: M * X].view(M, X), params[M * X : M * X + M]
-        W2, b2 = params[M * X + M : M * X + M + A * M].view(A, M), params[M * X + M + A * M :]
+            W, b = self.layers(params)  # (3, X), (3,)
+            return F.linear(obs, W, b)
+        W1, b1, W2, b2 = self.layers(params)  # (M, X), (M,), (3, M), (3,)
         return F.linear(torch.tanh(F.linear(obs, W1, b1)), W2, b2)  # (N, X) -> (N, M) -> (N, 3)
 
     def initial_params(self, gen: torch.Generator) -> Tensor:
@@ -106,16 +119,10 @@ class ControllerSpec:
         assert self.obs_dim == X, f"obs must be (N, {self.obs_dim}), got {tuple(obs.shape)}"
         assert params.shape == (N, self.num_params), f"params must be ({N}, {self.num_params})"
         params = params.to(obs.dtype)
-        A = ACTION_DIM
         if self.kind == "linear":
-            W = params[:, : A * X].view(N, A, X)  # (N, A*X) -> (N, A, X)
-            b = params[:, A * X :]  # (N, A)
+            W, b = self.layers(params)  # (N, 3, X), (N, 3)
             return squash_actions(torch.einsum("nax,nx->na", W, obs) + b)
-        M = self.mlp_hidden
-        W1 = params[:, : M * X].view(N, M, X)  # (N, M*X) -> (N, M, X)
-        b1 = params[:, M * X : M * X + M]  # (N, M)
-        W2 = params[:, M * X + M : M * X + M + A * M].view(N, A, M)  # (N, A*M) -> (N, A, M)
-        b2 = params[:, M * X + M + A * M :]  # (N, A)
+        W1, b1, W2, b2 = self.layers(params)  # (N, M, X), (N, M), (N, 3, M), (N, 3)
         hidden = torch.tanh(torch.einsum("nmx,nx->nm", W1, obs) + b1)  # (N, M)
         return squash_actions(torch.einsum("nam,nm->na", W2, hidden) + b2)
 

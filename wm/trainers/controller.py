@@ -24,7 +24,7 @@ from wm.interrupt import raise_if_interrupted
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
-from wm.parallel import WorkerPool
+from wm.parallel import open_pool
 from wm.runtime import RuntimeSettings, load_runtime, resolve_device
 from wm.seeding import Stream, int_seed, numpy_rng
 from wm.trainers.actor_critic import ActorCriticTrainer
@@ -87,9 +87,11 @@ class ControllerTrainer:
         if c.train_in == "real":
             self.real_steps = 0 if tokens is None else int(self._tokens(tokens).steps.step_offsets[-1])
             models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-            workers = min(self.runtime.num_workers, (c.popsize + 1) * c.rollouts)
-            with WorkerPool(workers, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
-                fitness = RealFitness(pool, c.rollouts, c.max_steps, c.hopeless_steps, self.runtime.progress)
+            most = (c.popsize + 1) * c.rollouts
+            with open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+                fitness = RealFitness(
+                    pool, c.rollouts, c.max_steps, c.hopeless_steps, self.runtime.progress, lockstep=c.lockstep
+                )
                 self._cma_es(fitness, self._cache(), metrics, plots)
             self.real_steps += self.state["real_steps"]
         else:
@@ -213,9 +215,10 @@ class ControllerTrainer:
         tracks = [(Stream.ROUND, (r - 1) * it.episodes + i) for i in range(it.episodes)]
         tasks = [EpisodeTask(t, t, it.max_steps, p, ALL_FRAMES) for t, p in zip(tracks, params, strict=True)]
         models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-        workers = min(self.runtime.num_workers, it.episodes)
-        with WorkerPool(workers, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
-            episodes = play_episodes(pool, tasks, f"round {r} collect", self.runtime.progress)
+        with open_pool(self.runtime, it.episodes, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+            episodes = play_episodes(
+                pool, tasks, f"round {r} collect", self.runtime.progress, lockstep=cfg.ctrl.lockstep
+            )
         tokens, codes = self._encode(np.concatenate([ep.frames for ep in episodes]))
         write_tokens(store, tokens, codes, steps_of(episodes), {"levels": cfg.fsq.levels, "seed": cfg.seed, "round": r})
         self.round_data.append(load_tokens(store))
