@@ -8,7 +8,7 @@ from wm.agent import Agent, AgentModels
 from wm.checkpoints import ResumeCache
 from wm.config import ControllerConfig, CtrlConfig, parse_params
 from wm.dream import DreamEnv
-from wm.episodes import Episode, EpisodeTask, init_worker, make_env, play_tasks, run_episode
+from wm.episodes import Episode, EpisodeTask, init_worker, lockstep_groups, make_env, play_tasks, run_episode
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
 from wm.models.controller import ControllerSpec, EvolutionaryController
@@ -135,7 +135,9 @@ def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, ro
         tasks = pool.calls[-1]
         assert len(tasks) == candidates * rollouts
         full, rest = divmod(len(tasks), 3)  # ctrl.lockstep episodes per group, cut from the task list
-        assert pool.group_sizes[-full - bool(rest) :] == [3] * full + ([rest] if rest else [])
+        groups = lockstep_groups(len(tasks), 3)  # what the trainer sizes its pool by
+        assert groups == full + bool(rest)
+        assert pool.group_sizes[-groups:] == [3] * full + ([rest] if rest else [])
         # every candidate plays the same tracks of the CTRL stream, with its own params
         for c in range(candidates):
             mine = [t for t in tasks if t.params[0] == c]

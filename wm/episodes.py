@@ -229,6 +229,11 @@ def play_tasks(tasks: list[EpisodeTask]) -> list[Episode]:
     return _worker["w"].play_many(tasks)
 
 
+def lockstep_groups(tasks: int, lockstep: int) -> int:
+    """The work items `play_episodes` makes of `tasks` episodes: a pool with more workers would start idle ones."""
+    return -(-tasks // lockstep)
+
+
 def play_episodes(
     pool: WorkerPool, tasks: list[EpisodeTask], desc: str, progress: bool = False, *, lockstep: int
 ) -> list[Episode]:

@@ -15,7 +15,7 @@ from wm.checkpoints import ResumeCache
 from wm.config import WorldModelAgentConfig, ctrl_fingerprint, vae_fingerprint, wm_fingerprint
 from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tokens
 from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
-from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, play_episodes
+from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, lockstep_groups, play_episodes
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
 from wm.fidelity import spearman
@@ -87,7 +87,7 @@ class ControllerTrainer:
         if c.train_in == "real":
             self.real_steps = 0 if tokens is None else int(self._tokens(tokens).steps.step_offsets[-1])
             models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-            most = (c.popsize + 1) * c.rollouts
+            most = lockstep_groups((c.popsize + 1) * c.rollouts, c.lockstep)
             with open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
                 fitness = RealFitness(
                     pool, c.rollouts, c.max_steps, c.hopeless_steps, self.runtime.progress, lockstep=c.lockstep
@@ -215,7 +215,8 @@ class ControllerTrainer:
         tracks = [(Stream.ROUND, (r - 1) * it.episodes + i) for i in range(it.episodes)]
         tasks = [EpisodeTask(t, t, it.max_steps, p, ALL_FRAMES) for t, p in zip(tracks, params, strict=True)]
         models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-        with open_pool(self.runtime, it.episodes, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+        most = lockstep_groups(it.episodes, cfg.ctrl.lockstep)
+        with open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
             episodes = play_episodes(
                 pool, tasks, f"round {r} collect", self.runtime.progress, lockstep=cfg.ctrl.lockstep
             )
