@@ -3,11 +3,14 @@ controller in the dream, on a tiny config: what each round collects, and resumin
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from wm.agent import Agent
+from wm.checkpoints import read_published
 from wm.collect import DataCollector
 from wm.config import parse_params
 from wm.encoding import encode_rollouts
@@ -55,7 +58,7 @@ def replay(cfg, t: ControllerTrainer, params: np.ndarray, index: int, world_mode
 
 
 def test_each_round_collects_with_the_previous_rounds_controller(data):
-    cfg = config()
+    cfg = config(publish="last")  # the real-game check after the rounds has tests of its own
     first = trainer(config(rounds=0), data)
     theta0 = first.fit(data[0]).params.numpy().copy()  # round 0 alone is the run without rounds
     t = trainer(cfg, data)
@@ -122,8 +125,110 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
     monkeypatch.setattr(controller_module, "open_pool", counting_pool)
     resumed = trainer(cfg, data)
     resumed.fit(data[0])
-    assert calls["collect"] == 1  # round 1's episodes from the cache; only round 2 played the game
+    assert calls["collect"] == 2  # round 1's episodes from the cache; only round 2 and the check played the game
     resumed.publish(tmp_path / "resumed")
     for name in ("vae.pt", "wm.pt", "controller.pt"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     assert resumed.rounds == whole.rounds
+
+
+def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp_path, monkeypatch):
+    """iterate.publish: checked plays the last round's controller and the earlier ones with the best unperturbed
+    collected episode on the same new tracks (stream CHECK), counts those steps, and publishes the best. The
+    rounds themselves are the same as with publish: last, which reuses them from the resume cache."""
+    cfg = config(check_controllers=2, check_episodes=2)
+    t = trainer(cfg, data)
+    t.fit(data[0], metrics=tmp_path / "ctrl.json", plots=tmp_path / "plots")
+    unperturbed = [row["collect_return_unperturbed"] for row in t.rounds]
+    earlier = max(range(2), key=lambda r: (unperturbed[r], r))  # controllers 0, 1; ties to the later
+    assert [row["round"] for row in t.checks] == [earlier, 2]
+    world_model = t.world_model  # the last round's: the agent is checked as it is published
+    steps = 0
+    for row in t.checks:
+        params = t.round_controllers[row["round"]][0]
+        agent = Agent(t.vae, EvolutionaryController(cfg.controller, params), world_model)
+        episodes = [
+            run_episode(make_env(cfg, True), agent, track_seed(cfg.seed, Stream.CHECK, i), None, 25) for i in range(2)
+        ]
+        assert row["check_return_mean"] == pytest.approx(np.mean([ep.ret for ep in episodes]), abs=1e-4)
+        steps += sum(ep.steps for ep in episodes)
+    best = max(t.checks, key=lambda row: (row["check_return_mean"], row["round"]))
+    assert [row["published"] for row in t.checks] == [int(row is best) for row in t.checks]
+    np.testing.assert_array_equal(t.controller.params.numpy(), t.round_controllers[best["round"]][0])
+    collected = sum(int(d.steps.step_offsets[-1]) for d in t.round_data)
+    assert t.real_steps == int(t._tokens(data[0]).steps.step_offsets[-1]) + collected + steps
+    assert (tmp_path / "plots" / "check.csv").exists()
+
+    opened = {"pools": 0}
+    original = controller_module.open_pool
+
+    def counting_pool(*args, **kwargs):
+        opened["pools"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
+    last = trainer(config(publish="last", check_controllers=2, check_episodes=2), data)
+    last.fit(data[0])
+    assert opened["pools"] == 0  # every round from the resume cache, and no check
+    assert last.rounds == t.rounds and not last.checks
+    np.testing.assert_array_equal(last.controller.params.numpy(), t.round_controllers[-1][0])
+
+
+def test_the_check_picks_by_real_return_not_by_round(data, tmp_path, monkeypatch):
+    """With check returns that favour an earlier round, that round's controller is published (params, model-file
+    metadata, metrics), not the last one."""
+
+    class FakeCheck:
+        def __init__(self, *args, **kwargs):
+            assert kwargs["stream"] == Stream.CHECK
+            self.last_steps = 7
+
+        def __call__(self, candidates, generation):
+            return np.array([50.0] + [10.0] * (len(candidates) - 1))  # the earliest checked controller wins
+
+    monkeypatch.setattr(controller_module, "RealFitness", FakeCheck)
+    cfg = config(check_controllers=3)
+    t = trainer(cfg, data)
+    t.fit(data[0], metrics=tmp_path / "ctrl.json")
+    assert [row["round"] for row in t.checks] == [0, 1, 2]  # 2 rounds: every controller is checked
+    np.testing.assert_array_equal(t.controller.params.numpy(), t.round_controllers[0][0])
+    assert not np.array_equal(t.round_controllers[0][0], t.round_controllers[-1][0])
+    metrics = json.loads((tmp_path / "ctrl.json").read_text())
+    assert metrics["ctrl/check/round"] == 0 and metrics["ctrl/check/return_mean"] == 50.0
+    assert metrics["ctrl/check/last_return_mean"] == 10.0
+    t.publish(tmp_path / "agent")
+    assert read_published(tmp_path / "agent" / "controller.pt", "controller").meta["published_round"] == 0
+
+
+def test_round_checkpoints_are_keyed_by_the_rounds_params(data, tmp_path, monkeypatch):
+    """Round r's world model is trained on data that depends on the controller's params (iterate.noise here):
+    a run after another with different rounds' params, in the same resume cache, must equal the same run in an
+    empty cache (it would resume the other run's retrained world model if the key held only wm params). And
+    raising iterate.rounds continues the rounds already done."""
+    from wm.runtime import load_runtime
+
+    def run(cache: str, **iterate) -> ControllerTrainer:
+        monkeypatch.setenv("WM_CACHE_DIR", str(tmp_path / cache))
+        load_runtime.cache_clear()
+        t = trainer(config(publish="last", **iterate), data)
+        t.fit(data[0])
+        return t
+
+    run("shared", noise=0.5, rounds=1)
+    after = run("shared", noise=0.1, rounds=1)
+    fresh = run("fresh", noise=0.1, rounds=1)
+    for a, b in zip(after.world_model.state_dict().values(), fresh.world_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert after.rounds == fresh.rounds
+
+    calls = {"pools": 0}
+    original = controller_module.open_pool
+
+    def counting_pool(*args, **kwargs):
+        calls["pools"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
+    longer = run("fresh", noise=0.1, rounds=2)
+    assert calls["pools"] == 1  # only round 2 played the game
+    assert longer.rounds[0] == fresh.rounds[0]

@@ -280,6 +280,26 @@ class IterateConfig(_Section):
         "(else from zero with ctrl.sigma0).",
     )
     sigma: float = Field(0.2, gt=0.0, le=100.0, description="CMA-ES step size of a warm-started round.")
+    publish: Literal["last", "checked"] = Field(
+        "checked",
+        description="Which controller train_ctrl publishes after the rounds: the last round's (its CMA-ES may "
+        "exploit the last dream: it was never tried in the game) or the best of iterate.check_controllers "
+        "rounds' controllers in a real-game check (its steps are counted).",
+    )
+    check_controllers: int = Field(
+        4,
+        ge=2,
+        le=1001,
+        description="Controllers checked when iterate.publish: checked: the last round's and those of the "
+        "earlier rounds whose unperturbed collected episode scored best.",
+    )
+    check_episodes: int = Field(
+        4,
+        ge=1,
+        le=MAX_EPISODES,
+        description="Real episodes of iterate.max_steps per checked controller, on tracks of their own (the "
+        "same tracks for every checked controller).",
+    )
 
 
 class FSQVAEConfig(_Section):
@@ -360,6 +380,19 @@ def wm_fingerprint(cfg: WorldModelAgentConfig) -> dict:
 
 def ctrl_fingerprint(cfg: WorldModelAgentConfig) -> dict:
     return wm_fingerprint(cfg) | cfg.model_dump(mode="json", include={"ctrl", "iterate"})
+
+
+# What round r of iterative training does not depend on: how many rounds follow it and how the published
+# controller is chosen after them. Their resume checkpoints leave these out, so `-S iterate.rounds=12`
+# continues a 4-round run and `-S iterate.publish=last` reuses every round.
+_AFTER_ROUNDS = {"rounds", "publish", "check_controllers", "check_episodes"}
+
+
+def round_fingerprint(cfg: WorldModelAgentConfig) -> dict:
+    """The params that determine each round of iterative training (and the dream training before them)."""
+    return wm_fingerprint(cfg) | cfg.model_dump(
+        mode="json", include={"ctrl": True, "iterate": set(IterateConfig.model_fields) - _AFTER_ROUNDS}
+    )
 
 
 def _format_errors(err: ValidationError) -> str:

@@ -129,8 +129,8 @@ def run_cma_es(
 
 class RealFitness:
     """Mean real-game return over `rollouts` tracks, the same tracks for every candidate of a generation and new
-    tracks each generation (stream CTRL: never the collected or evaluation tracks). `last_steps` counts the
-    real-game steps of the last call (the budget every method is compared by)."""
+    tracks each generation (of `stream`, CTRL for training: never the collected or evaluation tracks).
+    `last_steps` counts the real-game steps of the last call (the budget every method is compared by)."""
 
     def __init__(
         self,
@@ -141,15 +141,17 @@ class RealFitness:
         progress: bool = False,
         *,
         lockstep: int,
+        stream: Stream = Stream.CTRL,
     ):
         self.pool, self.rollouts, self.max_steps, self.hopeless_steps = pool, rollouts, max_steps, hopeless_steps
+        self.stream = stream
         self.lockstep = lockstep  # episodes per worker in one VAE batch (ctrl.lockstep)
         self.progress = progress  # a progress bar within each generation
         self.last_steps = 0
 
     def __call__(self, candidates: np.ndarray, generation: int) -> np.ndarray:
         R = self.rollouts
-        tracks = [(Stream.CTRL, generation * R + r) for r in range(R)]
+        tracks = [(self.stream, generation * R + r) for r in range(R)]
         tasks = [
             EpisodeTask(t, t, self.max_steps, params=c.astype(np.float32), hopeless_steps=self.hopeless_steps)
             for c in candidates
