@@ -100,11 +100,8 @@ def main() -> None:
     runs = [(f"{n} process{'es' if n > 1 else ''}", RuntimeSettings(workers=n, progress=False)) for n in args.workers]
     if args.ray_cpus:
         os.environ.pop("RAY_ADDRESS", None)  # a local runtime of exactly --ray-cpus CPUs
-        import wm.parallel
-
-        wm.parallel.available_cores = lambda: args.ray_cpus
         start = time.perf_counter()
-        connect_ray()
+        connect_ray(args.ray_cpus)
         print(f"ray.init on {args.ray_cpus} local CPUs: {time.perf_counter() - start:.1f} s (not in the rates)")
         runs.append((f"Ray, {args.ray_cpus} CPUs", RuntimeSettings(backend="ray", workers=0, progress=False)))
 

@@ -16,7 +16,7 @@ from wm.evaluate import evaluate_real
 from wm.models.controller import ControllerSpec
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
-from wm.parallel import RayWorkerPool, WorkerPool, open_pool
+from wm.parallel import RayWorkerPool, WorkerPool, connect_ray, open_pool
 from wm.runtime import RuntimeSettings
 from wm.seeding import Stream, seed_everything
 
@@ -34,7 +34,7 @@ def local_ray():
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the helpers below, for Ray's workers
     mp = pytest.MonkeyPatch()
     mp.delenv("RAY_ADDRESS", raising=False)
-    mp.setattr("wm.parallel.available_cores", lambda: 2)
+    connect_ray(num_cpus=2)  # the pools below join it
     yield
     ray.shutdown()
     mp.undo()

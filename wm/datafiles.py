@@ -48,9 +48,9 @@ _STEP_DTYPES = {"actions": np.float32, "rewards": np.float32, "terminated": bool
 # 64 frames = 768 KiB per chunk: it fits h5py's default 1 MiB chunk cache, so reading a frame range
 # decompresses each chunk once.
 _FRAME_CHUNK = 64
-# gzip level 4, measured on 80k CarRacing frames (benchmarks/bench_data.py): ratio 10.6 against 8.4 at
-# level 1, compressing 8.4k frames/s per core against 16k; both decompress at ~32k frames/s per core.
-# Spread over threads, level 4 keeps up with collection, so it buys the smaller file.
+# gzip level 4, measured on 40k CarRacing frames (benchmarks/bench_data.py, README "Benchmarks"): ratio
+# 10.4 against 8.3 at level 1, compressing 8.0k frames/s per core against 15.8k; level 4 decompresses at
+# ~22k frames/s per core. Spread over threads, level 4 keeps up with collection, so it buys the smaller file.
 _GZIP_LEVEL = 4
 
 

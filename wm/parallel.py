@@ -77,8 +77,9 @@ class _RayWorker:
         return fn(item)
 
 
-def connect_ray() -> None:
-    """Join the Ray cluster that ``RAY_ADDRESS`` names, or start Ray on this machine's available cores.
+def connect_ray(num_cpus: int | None = None) -> None:
+    """Join the Ray cluster that ``RAY_ADDRESS`` names, or start Ray on this machine with `num_cpus` CPUs
+    (default: its available cores). Once connected, later calls keep the connection.
 
     The `wm` package is shipped to the workers (`py_modules`), so cluster nodes need the locked dependencies
     (requirements.lock) but not this checkout.
@@ -94,7 +95,7 @@ def connect_ray() -> None:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(**options)
         else:
-            ray.init(num_cpus=available_cores(), include_dashboard=False, **options)
+            ray.init(num_cpus=num_cpus or available_cores(), include_dashboard=False, **options)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise WmError(f"WM_BACKEND=ray: cannot start or reach Ray ({err}); check RAY_ADDRESS") from None
 
