@@ -242,7 +242,7 @@ class ControllerTrainer:
         self.checks = [
             {
                 "round": r,
-                "collect_return_unperturbed": unperturbed[r] if r < last else float("nan"),
+                "collect_return_unperturbed": unperturbed[r] if r < last else None,  # the last was never played
                 "check_return_mean": float(ret),
                 "dream_fitness": self.round_controllers[r][1],
                 "published": int(i == best),
