@@ -57,6 +57,19 @@ def replay(cfg, t: ControllerTrainer, params: np.ndarray, index: int, world_mode
     return run_episode(make_env(cfg, True), agent, seed, None, cfg.iterate.max_steps).actions
 
 
+def count_pools(monkeypatch) -> list[int]:
+    """From now on, count the worker pools the trainer opens (each round's collection, the check): a one-item
+    list, so the count stays readable after the calls."""
+    opened, original = [0], controller_module.open_pool
+
+    def counting_pool(*args, **kwargs):
+        opened[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
+    return opened
+
+
 def test_each_round_collects_with_the_previous_rounds_controller(data):
     cfg = config(publish="last")  # the real-game check after the rounds has tests of its own
     first = trainer(config(rounds=0), data)
@@ -103,7 +116,7 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
 
     load_runtime.cache_clear()
     original = controller_module.WorldModelTrainer.fit
-    calls = {"fit": 0, "collect": 0}
+    calls = {"fit": 0}
 
     def dying_fit(self, *args, **kwargs):
         calls["fit"] += 1
@@ -116,16 +129,10 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
         trainer(cfg, data).fit(data[0])
     monkeypatch.setattr(controller_module.WorldModelTrainer, "fit", original)
 
-    opened = controller_module.open_pool
-
-    def counting_pool(*args, **kwargs):
-        calls["collect"] += 1
-        return opened(*args, **kwargs)
-
-    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
+    pools = count_pools(monkeypatch)
     resumed = trainer(cfg, data)
     resumed.fit(data[0])
-    assert calls["collect"] == 2  # round 1's episodes from the cache; only round 2 and the check played the game
+    assert pools[0] == 2  # round 1's episodes from the cache; only round 2 and the check played the game
     resumed.publish(tmp_path / "resumed")
     for name in ("vae.pt", "wm.pt", "controller.pt"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
@@ -159,17 +166,10 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
     assert t.real_steps == int(t._tokens(data[0]).steps.step_offsets[-1]) + collected + steps
     assert (tmp_path / "plots" / "check.csv").exists()
 
-    opened = {"pools": 0}
-    original = controller_module.open_pool
-
-    def counting_pool(*args, **kwargs):
-        opened["pools"] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
+    pools = count_pools(monkeypatch)
     last = trainer(config(publish="last", check_controllers=2, check_episodes=2), data)
     last.fit(data[0])
-    assert opened["pools"] == 0  # every round from the resume cache, and no check
+    assert pools[0] == 0  # every round from the resume cache, and no check
     assert last.rounds == t.rounds and not last.checks
     np.testing.assert_array_equal(last.controller.params.numpy(), t.round_controllers[-1][0])
 
@@ -221,14 +221,7 @@ def test_round_checkpoints_are_keyed_by_the_rounds_params(data, tmp_path, monkey
         assert torch.equal(a, b)
     assert after.rounds == fresh.rounds
 
-    calls = {"pools": 0}
-    original = controller_module.open_pool
-
-    def counting_pool(*args, **kwargs):
-        calls["pools"] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
+    pools = count_pools(monkeypatch)
     longer = run("fresh", noise=0.1, rounds=2)
-    assert calls["pools"] == 1  # only round 2 played the game
+    assert pools[0] == 1  # only round 2 played the game
     assert longer.rounds[0] == fresh.rounds[0]
