@@ -165,7 +165,7 @@ def test_evaluation_and_training_tracks_are_never_collected_tracks(tmp_path):
     assert evaluated.isdisjoint(trained)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_collect_leaves_no_output(tmp_path, sig):
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps(tiny_params(collect={"episodes": 50, "max_steps": 200})))
@@ -186,9 +186,9 @@ def test_interrupted_collect_leaves_no_output(tmp_path, sig):
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert not out.exists() and not (tmp_path / "collect.json").exists()
-    if sig == signal.SIGINT:  # Ctrl-C: one line, no traceback, and the temporary file is removed too
-        assert proc.returncode == 130
-        assert stderr.strip().splitlines()[-1].startswith("interrupted:") and "Traceback" not in stderr
+    if sig != signal.SIGKILL:  # Ctrl-C or `kill`: one line, no traceback, and the temporary file is removed too
+        assert proc.returncode == 128 + sig
+        assert stderr.strip().splitlines()[-1].startswith(f"interrupted ({sig.name}):") and "Traceback" not in stderr
         assert list(out.parent.iterdir()) == []
 
 

@@ -10,7 +10,7 @@ from wm.config import ControllerConfig, CtrlConfig, parse_params
 from wm.dream import DreamEnv
 from wm.episodes import Episode, EpisodeTask, init_worker, lockstep_groups, make_env, play_tasks, run_episode
 from wm.errors import WmError
-from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
+from wm.es import ESSpec, RealFitness, dream_fitness, recombine, run_cma_es
 from wm.models.controller import ControllerSpec, EvolutionaryController
 from wm.models.fsq import FSQ
 from wm.models.fsq_vae import FSQVAE
@@ -254,3 +254,19 @@ def test_equal_runs_publish_identical_controllers(tmp_path):
         EvolutionaryController(config, state["best"]).publish(path, {"test": 1}, meta)
         published.append(path.read_bytes())
     assert published[0] == published[1]
+
+
+def test_recombine_weights_the_better_half_by_rank():
+    """CMA-ES's default recombination (Hansen 2016): weights ln((N + 1) / 2) - ln(i) on the i-th best of the
+    better half, normalised; equal returns keep the input order; one candidate is its own mean."""
+    rng = np.random.default_rng(0)
+    params = rng.standard_normal((32, 5)).astype(np.float32)
+    returns = rng.permutation(32).astype(np.float64)
+    weights = np.log(33 / 2) - np.log(np.arange(1, 17))
+    weights /= weights.sum()
+    best_first = np.argsort(-returns)[:16]
+    np.testing.assert_allclose(recombine(params, returns), weights @ params[best_first], rtol=1e-5, atol=1e-6)
+    tied = np.array([1.0, 5.0, 5.0, 0.0])  # N = 4: mu = 2, weights 0.804 / 0.196 on candidates 1 then 2
+    expected = 0.80416286 * params[1] + 0.19583714 * params[2]
+    np.testing.assert_allclose(recombine(params[:4], tied), expected, rtol=1e-5)
+    np.testing.assert_array_equal(recombine(params[:1], returns[:1]), params[0])

@@ -15,6 +15,8 @@ from wm.collect import DataCollector
 from wm.config import parse_params
 from wm.encoding import encode_rollouts
 from wm.episodes import make_env, run_episode
+from wm.errors import WmError
+from wm.es import recombine
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
@@ -225,3 +227,52 @@ def test_round_checkpoints_are_keyed_by_the_rounds_params(data, tmp_path, monkey
     longer = run("fresh", noise=0.1, rounds=2)
     assert pools[0] == 1  # only round 2 played the game
     assert longer.rounds[0] == fresh.rounds[0]
+
+
+@pytest.mark.parametrize("optimizer", ["cmaes", "actor_critic"])
+def test_recombine_starts_each_round_at_the_real_return_recombination(data, monkeypatch, optimizer):
+    """iterate.recombine: round r's optimiser starts at the recombination (by real return) of the controllers that
+    collected round r, not at the controller that collected them: CMA-ES's x0, the actor-critic's actor."""
+    ctrl = {"optimizer": optimizer, "ac": {"updates": 2, "batch": 8, "horizon": 3, "warmup": 2, "eval_every": 2}}
+    cfg = parse_params(
+        tiny_params(
+            iterate=ROUNDS | {"recombine": True, "episodes": 4}, ctrl={"generations": 2, "max_steps": 20} | ctrl
+        )
+    )
+    starts: list[np.ndarray | None] = []
+    if optimizer == "cmaes":
+        original = controller_module.run_cma_es
+
+        def spy(es_spec, *args, **kwargs):
+            starts.append(None if es_spec.x0 is None else np.array(es_spec.x0, np.float32))
+            return original(es_spec, *args, **kwargs)
+
+        monkeypatch.setattr(controller_module, "run_cma_es", spy)
+    else:
+        original = controller_module.ActorCriticTrainer.fit
+
+        def spy(self, *args, **kwargs):
+            starts.append(self.model.actor.detach().cpu().numpy().copy())
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(controller_module.ActorCriticTrainer, "fit", spy)
+    t = trainer(cfg, data)
+    t.fit(data[0])
+    assert len(starts) == 3  # round 0 and the 2 rounds
+    for r, round_data in enumerate(t.round_data, start=1):
+        collector = t.round_controllers[r - 1][0]
+        noise = [np.zeros_like(collector)] + [
+            0.5 * numpy_rng(cfg.seed, Stream.ROUND, r, i).standard_normal(collector.shape).astype(np.float32)
+            for i in (1, 2, 3)
+        ]
+        o, rewards = round_data.steps.step_offsets, round_data.steps.rewards
+        returns = np.array([rewards[a:b].sum(dtype=np.float64) for a, b in zip(o[:-1], o[1:], strict=True)])
+        assert len(set(returns)) == 4  # distinct returns: the order matters
+        expected = recombine(collector[None] + np.stack(noise), returns)  # 2 of 4 episodes: never the collector
+        np.testing.assert_array_equal(starts[r], expected)
+        assert not np.array_equal(starts[r], collector)
+
+
+def test_recombine_needs_a_warm_start():
+    with pytest.raises(WmError, match="iterate: iterate.recombine starts each round at a recombined controller"):
+        parse_params(tiny_params(iterate={"recombine": True, "warm_start": False}))

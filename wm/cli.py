@@ -16,7 +16,7 @@ import typer
 
 from wm.config import WorldModelAgentConfig, load_params
 from wm.errors import WmError
-from wm.interrupt import install_sticky_interrupt
+from wm.interrupt import install_sticky_interrupt, interrupting_signal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,8 +34,8 @@ PlotsOut = Annotated[Path, typer.Option(help="Folder of plot data, drawn by `dvc
 
 
 def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Print WmError (ConfigError included) as `error: ...` lines on stderr and exit 2 (Ctrl-C: one line,
-    exit 130), with no traceback."""
+    """Print WmError (ConfigError included) as `error: ...` lines on stderr and exit 2 (Ctrl-C or SIGTERM: one
+    line, exit 128 + the signal's number as a shell reports it: 130, 143), with no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -47,8 +47,12 @@ def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             # Outputs are written atomically and training resumes from its resume checkpoint.
-            print("interrupted: no partial output was kept; rerun to resume from the last checkpoint", file=sys.stderr)
-            raise SystemExit(130) from None
+            sig = interrupting_signal()
+            print(
+                f"interrupted ({sig.name}): no partial output was kept; rerun to resume from the last checkpoint",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + sig.value) from None
 
     return wrapper
 

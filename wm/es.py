@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cma
 import numpy as np
 import torch
+from cma.recombination_weights import RecombinationWeights
 
 from wm.checkpoints import ResumeCache
 from wm.dream import DreamEnv
@@ -125,6 +126,18 @@ def run_cma_es(
     if on_generation is not None and finished_before:
         on_generation(state)  # a finished checkpoint: rewrite the artefacts from its history
     return state
+
+
+def recombine(params: np.ndarray, returns: np.ndarray) -> np.ndarray:
+    """The mean of an evolution strategy's next generation from one generation's returns: CMA-ES's weighted
+    recombination of the better half (Hansen 2016, arXiv:1604.00772, the mean update with c_m = 1 and the
+    default positive weights, pycma's `RecombinationWeights`). params (N, P), returns (N,) -> (P,); equal
+    returns keep the input order."""
+    if len(returns) == 1:
+        return params[0].copy()
+    weights = RecombinationWeights(len(returns)).positive_weights  # (mu,) decreasing, summing to 1
+    better = np.argsort(-np.asarray(returns), kind="stable")[: len(weights)]  # (mu,)
+    return (np.asarray(weights)[:, None] * params[better]).sum(axis=0).astype(params.dtype)
 
 
 class RealFitness:

@@ -13,6 +13,8 @@ import itertools
 import logging
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,10 +23,22 @@ from wm.errors import WmError
 from wm.interrupt import raise_if_interrupted
 from wm.runtime import RuntimeSettings, available_cores
 
+# How often a worker looks for its parent; an orphan plays at most this long past its stage's death.
+_PARENT_POLL_S = 0.5
 
-def _init_worker_process(initializer: Callable, initargs: tuple) -> None:
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's watchdog: exit once the stage process is gone. Killed by SIGKILL or the OOM killer, the stage
+    cannot shut its pool down, and its workers would play out their queued episodes as orphans."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(1)
+
+
+def _init_worker_process(initializer: Callable, initargs: tuple, parent: int) -> None:
     import torch
 
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
     torch.set_num_threads(1)  # one process per core: intra-op threads would only contend
     initializer(*initargs)
 
@@ -46,7 +60,8 @@ class WorkerPool:
             initializer(*initargs)
         else:
             context = mp.get_context("spawn")
-            self.pool = ProcessPoolExecutor(workers, context, _init_worker_process, (initializer, initargs))
+            init = (initializer, initargs, os.getpid())
+            self.pool = ProcessPoolExecutor(workers, context, _init_worker_process, init)
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         results = map(fn, items) if self.pool is None else self.pool.map(fn, items)
@@ -57,9 +72,14 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:  # on an early exit (error, Ctrl-C) drop queued work instead of finishing it
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.pool is None:
+            return
+        if exc_type is not None:  # an early exit (error, Ctrl-C, SIGTERM): stop the work in flight too
+            # Python 3.14 has ProcessPoolExecutor.terminate_workers; before it, the executor's process table.
+            for process in list(self.pool._processes.values()):
+                process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)  # drop queued work instead of finishing it
 
 
 # Work items in flight per Ray actor: the next one is queued while the current one runs, so an actor on another

@@ -17,14 +17,14 @@ from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tok
 from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
 from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, lockstep_groups, play_episodes
 from wm.errors import WmError
-from wm.es import ESSpec, RealFitness, dream_fitness, run_cma_es
+from wm.es import ESSpec, RealFitness, dream_fitness, recombine, run_cma_es
 from wm.fidelity import spearman
 from wm.files import write_csv, write_json
 from wm.interrupt import raise_if_interrupted
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
-from wm.parallel import open_pool
+from wm.parallel import WorkerPool, open_pool
 from wm.runtime import RuntimeSettings, load_runtime, resolve_device
 from wm.seeding import Stream, int_seed, numpy_rng
 from wm.trainers.actor_critic import ActorCriticTrainer
@@ -90,9 +90,7 @@ class ControllerTrainer:
         self.round_controllers, self.checks = [], []
         if c.train_in == "real":
             self.real_steps = 0 if tokens is None else int(self._tokens(tokens).steps.step_offsets[-1])
-            models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-            most = lockstep_groups((c.popsize + 1) * c.rollouts, c.lockstep)
-            with open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+            with self._real_pool((c.popsize + 1) * c.rollouts) as pool:
                 fitness = RealFitness(
                     pool, c.rollouts, c.max_steps, c.hopeless_steps, self.runtime.progress, lockstep=c.lockstep
                 )
@@ -110,6 +108,14 @@ class ControllerTrainer:
                 self._check()
         self._write(metrics, plots)
         return self.controller
+
+    def _real_pool(self, tasks: int) -> WorkerPool:
+        """Workers that play real-game episodes with the current V, M (for a controller that reads h) and C,
+        as many as `tasks` episodes in lockstep groups of `ctrl.lockstep` can keep busy."""
+        cfg = self.config
+        models = AgentModels.of(self.vae, cfg.controller, self.world_model)
+        most = lockstep_groups(tasks, cfg.ctrl.lockstep)
+        return open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models))
 
     @staticmethod
     def _tokens(tokens: str | Path | Tokens) -> Tokens:
@@ -162,6 +168,9 @@ class ControllerTrainer:
                 run=r,
                 progress=self.runtime.progress,
             )
+        elif cfg.iterate.recombine:  # continue from the round's recombined controller, not the last actor
+            with torch.no_grad():
+                self.actor_critic.model.actor.copy_(self.controller.params)
 
         def on_measure(rows: list[dict]) -> None:
             self.history = previous + [{"round": r} | row for row in rows]
@@ -175,12 +184,15 @@ class ControllerTrainer:
 
     def _round(self, r: int, data: Tokens, metrics, plots) -> None:
         """Round r: collect with the current controller (perturbed per episode), measure how well the current
-        dream predicted those episodes, retrain the world model on everything so far, retrain the controller."""
+        dream predicted those episodes, retrain the world model on everything so far, retrain the controller
+        (from the collected controllers' recombination by real return with iterate.recombine)."""
         it = self.config.iterate
         params, collected = self._collect(r)
         predicted = self._predict_returns(params, collected)
         real = np.array([ep.ret for ep in collected])
         self.real_steps += sum(ep.steps for ep in collected)
+        if it.recombine:  # the round's perturbed episodes are one generation of a real-game evolution strategy
+            self.controller.params.copy_(torch.from_numpy(recombine(params, real)))
         all_data = concat_tokens([data, *self.round_data])
         trainer = WorldModelTrainer(self.world_model, self.vae, self.config, self.runtime)
         # keyed by the rounds' params too: the data so far depends on them, not only on the world model's params
@@ -222,9 +234,7 @@ class ControllerTrainer:
         earlier = sorted(range(last), key=lambda r: (-unperturbed[r], -r))[: it.check_controllers - 1]
         checked = [*sorted(earlier), last]
         params = np.stack([self.round_controllers[r][0] for r in checked])  # (K, P)
-        models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-        most = lockstep_groups(len(checked) * it.check_episodes, cfg.ctrl.lockstep)
-        with open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+        with self._real_pool(len(checked) * it.check_episodes) as pool:
             check = RealFitness(
                 pool,
                 it.check_episodes,
@@ -273,9 +283,7 @@ class ControllerTrainer:
             return params, self._episodes_of(self.round_data[-1])
         tracks = [(Stream.ROUND, (r - 1) * it.episodes + i) for i in range(it.episodes)]
         tasks = [EpisodeTask(t, t, it.max_steps, p, ALL_FRAMES) for t, p in zip(tracks, params, strict=True)]
-        models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-        most = lockstep_groups(it.episodes, cfg.ctrl.lockstep)
-        with open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models)) as pool:
+        with self._real_pool(it.episodes) as pool:
             episodes = play_episodes(
                 pool, tasks, f"round {r} collect", self.runtime.progress, lockstep=cfg.ctrl.lockstep
             )
