@@ -276,3 +276,33 @@ def test_recombine_starts_each_round_at_the_real_return_recombination(data, monk
 def test_recombine_needs_a_warm_start():
     with pytest.raises(WmError, match="iterate: iterate.recombine starts each round at a recombined controller"):
         parse_params(tiny_params(iterate={"recombine": True, "warm_start": False}))
+
+
+def test_the_check_plays_every_recombined_start(data, tmp_path, monkeypatch):
+    """With iterate.recombine the check plays each round's recombined start beside the rounds' dream controllers
+    (the dream training can lose what the recombination gained): in the order the rounds made them, and one of
+    them is published when it scores best (params, metrics, model-file metadata)."""
+    played: list[np.ndarray] = []
+
+    class FakeCheck:
+        def __init__(self, *args, **kwargs):
+            self.last_steps = 7
+
+        def __call__(self, candidates, generation):
+            played.append(candidates)
+            return np.array([10.0, 50.0] + [10.0] * (len(candidates) - 2))  # round 1's recombined start wins
+
+    cfg = config(recombine=True, check_controllers=3)
+    t = trainer(cfg, data)
+    monkeypatch.setattr(controller_module, "RealFitness", FakeCheck)
+    t.fit(data[0], metrics=tmp_path / "ctrl.json")
+    order = [(row["round"], row["source"]) for row in t.checks]
+    assert order == [(0, "dream"), (1, "recombined"), (1, "dream"), (2, "recombined"), (2, "dream")]
+    expected = [t.round_controllers[0][0], t.recombined[0], t.round_controllers[1][0], t.recombined[1]]
+    np.testing.assert_array_equal(played[0], np.stack([*expected, t.round_controllers[2][0]]))
+    np.testing.assert_array_equal(t.controller.params.numpy(), t.recombined[0])
+    metrics = json.loads((tmp_path / "ctrl.json").read_text())
+    assert metrics["ctrl/check/round"] == 1 and metrics["ctrl/check/recombined"] == 1
+    t.publish(tmp_path / "agent")
+    meta = read_published(tmp_path / "agent" / "controller.pt", "controller").meta
+    assert meta["published_round"] == 1 and meta["published_source"] == "recombined"

@@ -61,6 +61,7 @@ class ControllerTrainer:
         self.rounds: list[dict] = []  # one row per round: data, real and dream returns, fidelity
         self.round_data: list[Tokens] = []  # the episodes collected in rounds 1..R
         self.round_controllers: list[tuple[np.ndarray, float]] = []  # rounds 0..R: (params, dream fitness)
+        self.recombined: list[np.ndarray] = []  # rounds 1..R with iterate.recombine: the dream training's start
         self.checks: list[dict] = []  # one row per controller of the real-game check (iterate.publish: checked)
         self.real_steps = 0  # real-game steps used for training: data, rounds, real-game fitness
         self.actor_critic: ActorCriticTrainer | None = None  # ctrl.optimizer: actor_critic, kept across rounds
@@ -87,7 +88,7 @@ class ControllerTrainer:
             + (f", {cfg.iterate.rounds} rounds of iterative training" if cfg.iterate.rounds else "")
         )
         self.history, self.rounds, self.round_data, self.actor_critic = [], [], [], None
-        self.round_controllers, self.checks = [], []
+        self.round_controllers, self.recombined, self.checks = [], [], []
         if c.train_in == "real":
             self.real_steps = 0 if tokens is None else int(self._tokens(tokens).steps.step_offsets[-1])
             with self._real_pool((c.popsize + 1) * c.rollouts) as pool:
@@ -192,7 +193,8 @@ class ControllerTrainer:
         real = np.array([ep.ret for ep in collected])
         self.real_steps += sum(ep.steps for ep in collected)
         if it.recombine:  # the round's perturbed episodes are one generation of a real-game evolution strategy
-            self.controller.params.copy_(torch.from_numpy(recombine(params, real)))
+            self.recombined.append(recombine(params, real))
+            self.controller.params.copy_(torch.from_numpy(self.recombined[-1]))
         all_data = concat_tokens([data, *self.round_data])
         trainer = WorldModelTrainer(self.world_model, self.vae, self.config, self.runtime)
         # keyed by the rounds' params too: the data so far depends on them, not only on the world model's params
@@ -225,44 +227,56 @@ class ControllerTrainer:
         """Publish the best of the rounds' controllers by real return, not the last one: the last CMA-ES run is one
         search past the last real check and can exploit the last dream (seed 1, 12 rounds: the last controller
         scored -65 on the evaluation tracks, the one behind the rounds' best unperturbed episode 332). Checked:
-        the last round's controller (never played) and the `check_controllers - 1` earlier ones whose unperturbed
-        collected episode scored best, each on the same `check_episodes` new tracks (stream CHECK); ties go to
-        the later round. With the last world model as M, so a controller that reads h is checked as published."""
-        cfg, it = self.config, self.config.iterate
+        the last round's controller (never played), the `check_controllers - 1` earlier ones whose unperturbed
+        collected episode scored best and, with iterate.recombine, every round's recombined start (never played
+        unperturbed: the dream training can lose what the recombination gained), each on the same
+        `check_episodes` new tracks (stream CHECK); ties go to the later controller. With the last world model as
+        M, so a controller that reads h is checked as published."""
+        it = self.config.iterate
         last = len(self.round_controllers) - 1
         unperturbed = [row["collect_return_unperturbed"] for row in self.rounds]  # controller r-1 in round r
         earlier = sorted(range(last), key=lambda r: (-unperturbed[r], -r))[: it.check_controllers - 1]
-        checked = [*sorted(earlier), last]
-        params = np.stack([self.round_controllers[r][0] for r in checked])  # (K, P)
-        with self._real_pool(len(checked) * it.check_episodes) as pool:
+        # (round, source, params, dream fitness) in the order the rounds made them: a recombined start, then the
+        # dream's controller trained from it
+        candidates = [(r, "dream", *self.round_controllers[r]) for r in [*earlier, last]]
+        candidates += [(r, "recombined", m, None) for r, m in enumerate(self.recombined, start=1)]
+        candidates.sort(key=lambda c: (c[0], c[1] == "dream"))
+        params = np.stack([c[2] for c in candidates])  # (K, P)
+        with self._real_pool(len(candidates) * it.check_episodes) as pool:
             check = RealFitness(
                 pool,
                 it.check_episodes,
                 it.max_steps,
                 0,
                 self.runtime.progress,
-                lockstep=cfg.ctrl.lockstep,
+                lockstep=self.config.ctrl.lockstep,
                 stream=Stream.CHECK,
             )
             returns = check(params, 0)  # (K,)
         self.real_steps += check.last_steps
-        best = max(range(len(checked)), key=lambda i: (returns[i], checked[i]))
+        best = max(range(len(candidates)), key=lambda i: (returns[i], i))
         self.controller.params.copy_(torch.from_numpy(params[best]))
-        self.state = {"best": params[best].copy(), "best_fitness": self.round_controllers[checked[best]][1]}
+        self.state = {"best": params[best].copy(), "best_fitness": candidates[best][3]}
         self.checks = [
             {
                 "round": r,
-                "collect_return_unperturbed": unperturbed[r] if r < last else None,  # the last was never played
+                "source": source,
+                # the controller that collected round r + 1 (the last dream controller was never played)
+                "collect_return_unperturbed": unperturbed[r] if source == "dream" and r < last else None,
                 "check_return_mean": float(ret),
-                "dream_fitness": self.round_controllers[r][1],
+                "dream_fitness": fitness,
                 "published": int(i == best),
             }
-            for i, (r, ret) in enumerate(zip(checked, returns, strict=True))
+            for i, ((r, source, _, fitness), ret) in enumerate(zip(candidates, returns, strict=True))
         ]
-        scores = ", ".join(f"round {r}: {ret:.1f}" for r, ret in zip(checked, returns, strict=True))
+        scores = ", ".join(
+            f"round {r}{' recombined' if source == 'recombined' else ''}: {ret:.1f}"
+            for (r, source, *_), ret in zip(candidates, returns, strict=True)
+        )
+        published = self.checks[best]
         print(
-            f"check: {len(checked)} controllers x {it.check_episodes} real episodes ({scores}) -> publishing round "
-            f"{checked[best]}'s, {self.real_steps} real steps in all",
+            f"check: {len(candidates)} controllers x {it.check_episodes} real episodes ({scores}) -> publishing round "
+            f"{published['round']}'s {published['source']} controller, {self.real_steps} real steps in all",
             flush=True,
         )
 
@@ -337,6 +351,7 @@ class ControllerTrainer:
                 published = next(row for row in self.checks if row["published"])
                 last |= {
                     "ctrl/check/round": published["round"],
+                    "ctrl/check/recombined": int(published["source"] == "recombined"),
                     "ctrl/check/return_mean": published["check_return_mean"],
                     "ctrl/check/last_return_mean": self.checks[-1]["check_return_mean"],
                 }
@@ -364,7 +379,8 @@ class ControllerTrainer:
         cfg, folder = self.config, Path(folder)
         meta = {"best_fitness": self.state["best_fitness"], "real_steps": self.real_steps, "rounds": len(self.rounds)}
         if self.checks:
-            meta["published_round"] = next(row["round"] for row in self.checks if row["published"])
+            published = next(row for row in self.checks if row["published"])
+            meta |= {"published_round": published["round"], "published_source": published["source"]}
         self.vae.publish(folder / "vae.pt", vae_fingerprint(cfg), {})
         wm_fp = ctrl_fingerprint(cfg) if self.rounds else wm_fingerprint(cfg)  # retrained in the rounds
         self.world_model.publish(folder / "wm.pt", wm_fp, {"rounds": len(self.rounds)})
