@@ -297,8 +297,9 @@ class IterateConfig(_Section):
         4,
         ge=2,
         le=1001,
-        description="Controllers checked when iterate.publish: checked: the last round's and those of the "
-        "earlier rounds whose unperturbed collected episode scored best.",
+        description="Dream-trained controllers checked when iterate.publish: checked: the last round's and those of "
+        "the earlier rounds whose unperturbed collected episode scored best (with iterate.recombine, every "
+        "round's recombined start is checked too).",
     )
     check_episodes: int = Field(
         4,
