@@ -15,7 +15,6 @@ from wm.collect import DataCollector
 from wm.config import parse_params
 from wm.encoding import encode_rollouts
 from wm.episodes import make_env, run_episode
-from wm.errors import WmError
 from wm.es import recombine
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
@@ -145,7 +144,7 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
     """iterate.publish: checked plays the last round's controller and the earlier ones with the best unperturbed
     collected episode on the same new tracks (stream CHECK), counts those steps, and publishes the best. The
     rounds themselves are the same as with publish: last, which reuses them from the resume cache."""
-    cfg = config(check_controllers=2, check_episodes=2)
+    cfg = config(check_controllers=2, check_episodes=2, recombine=False)  # the dream's controllers alone
     t = trainer(cfg, data)
     t.fit(data[0], metrics=tmp_path / "ctrl.json", plots=tmp_path / "plots")
     unperturbed = [row["collect_return_unperturbed"] for row in t.rounds]
@@ -169,7 +168,7 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
     assert (tmp_path / "plots" / "check.csv").exists()
 
     pools = count_pools(monkeypatch)
-    last = trainer(config(publish="last", check_controllers=2, check_episodes=2), data)
+    last = trainer(config(publish="last", check_controllers=2, check_episodes=2, recombine=False), data)
     last.fit(data[0])
     assert pools[0] == 0  # every round from the resume cache, and no check
     assert last.rounds == t.rounds and not last.checks
@@ -189,7 +188,7 @@ def test_the_check_picks_by_real_return_not_by_round(data, tmp_path, monkeypatch
             return np.array([50.0] + [10.0] * (len(candidates) - 1))  # the earliest checked controller wins
 
     monkeypatch.setattr(controller_module, "RealFitness", FakeCheck)
-    cfg = config(check_controllers=3)
+    cfg = config(check_controllers=3, recombine=False)
     t = trainer(cfg, data)
     t.fit(data[0], metrics=tmp_path / "ctrl.json")
     assert [row["round"] for row in t.checks] == [0, 1, 2]  # 2 rounds: every controller is checked
@@ -271,11 +270,6 @@ def test_recombine_starts_each_round_at_the_real_return_recombination(data, monk
         expected = recombine(collector[None] + np.stack(noise), returns)  # 2 of 4 episodes: never the collector
         np.testing.assert_array_equal(starts[r], expected)
         assert not np.array_equal(starts[r], collector)
-
-
-def test_recombine_needs_a_warm_start():
-    with pytest.raises(WmError, match="iterate: iterate.recombine starts each round at a recombined controller"):
-        parse_params(tiny_params(iterate={"recombine": True, "warm_start": False}))
 
 
 def test_the_check_plays_every_recombined_start(data, tmp_path, monkeypatch):

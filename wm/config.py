@@ -281,11 +281,12 @@ class IterateConfig(_Section):
     )
     sigma: float = Field(0.2, gt=0.0, le=100.0, description="CMA-ES step size of a warm-started round.")
     recombine: bool = Field(
-        False,
-        description="Start each round's training in the dream at the recombination of the round's collected "
-        "controllers weighted by their real returns (CMA-ES's weights over the better half: one step of an "
-        "evolution strategy on episodes collected anyway) instead of at the controller that collected them. "
-        "Needs iterate.warm_start.",
+        True,
+        description="Recombine each round's collected controllers by their real returns (CMA-ES's weights over "
+        "the better half: one step of an evolution strategy on episodes collected anyway), start the round's "
+        "training in the dream there instead of at the controller that collected them (with "
+        "iterate.warm_start), and check every such recombination with the rounds' controllers "
+        "(iterate.publish: checked).",
     )
     publish: Literal["last", "checked"] = Field(
         "checked",
@@ -308,12 +309,6 @@ class IterateConfig(_Section):
         description="Real episodes of iterate.max_steps per checked controller, on tracks of their own (the "
         "same tracks for every checked controller).",
     )
-
-    @model_validator(mode="after")
-    def _recombine_warm(self) -> IterateConfig:
-        if self.recombine and not self.warm_start:
-            raise ValueError("iterate.recombine starts each round at a recombined controller: set warm_start: true")
-        return self
 
 
 class FSQVAEConfig(_Section):
