@@ -35,10 +35,12 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _init_worker_process(initializer: Callable, initargs: tuple, parent: int) -> None:
+def _init_worker_process(initializer: Callable, initargs: tuple, parent: int | None) -> None:
+    """Set up a local pool's process (`parent`: the stage's pid) or a Ray actor (None: Ray ends its actors)."""
     import torch
 
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="exit-with-parent").start()
     torch.set_num_threads(1)  # one process per core: intra-op threads would only contend
     initializer(*initargs)
 
@@ -91,7 +93,7 @@ class _RayWorker:
     """A Ray actor holding one worker's state (envs, models), set up once like a pool process."""
 
     def __init__(self, initializer: Callable, initargs: tuple):
-        _init_worker_process(initializer, initargs)
+        _init_worker_process(initializer, initargs, None)
 
     def run(self, fn: Callable, item: object) -> object:
         return fn(item)
