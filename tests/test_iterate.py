@@ -15,6 +15,7 @@ from wm.collect import DataCollector
 from wm.config import parse_params
 from wm.encoding import encode_rollouts
 from wm.episodes import make_env, run_episode
+from wm.errors import ConfigError
 from wm.es import recombine
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
@@ -144,7 +145,9 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
     """iterate.publish: checked plays the last round's controller and the earlier ones with the best unperturbed
     collected episode on the same new tracks (stream CHECK), counts those steps, and publishes the best. The
     rounds themselves are the same as with publish: last, which reuses them from the resume cache."""
-    cfg = config(check_controllers=2, check_episodes=2, recombine=False)  # the dream's controllers alone
+    cfg = config(
+        check_controllers=2, check_episodes=2, recombine=False, dream_share=1.0
+    )  # the dream's controllers alone
     t = trainer(cfg, data)
     t.fit(data[0], metrics=tmp_path / "ctrl.json", plots=tmp_path / "plots")
     unperturbed = [row["collect_return_unperturbed"] for row in t.rounds]
@@ -168,7 +171,9 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
     assert (tmp_path / "plots" / "check.csv").exists()
 
     pools = count_pools(monkeypatch)
-    last = trainer(config(publish="last", check_controllers=2, check_episodes=2, recombine=False), data)
+    last = trainer(
+        config(publish="last", check_controllers=2, check_episodes=2, recombine=False, dream_share=1.0), data
+    )
     last.fit(data[0])
     assert pools[0] == 0  # every round from the resume cache, and no check
     assert last.rounds == t.rounds and not last.checks
@@ -188,7 +193,7 @@ def test_the_check_picks_by_real_return_not_by_round(data, tmp_path, monkeypatch
             return np.array([50.0] + [10.0] * (len(candidates) - 1))  # the earliest checked controller wins
 
     monkeypatch.setattr(controller_module, "RealFitness", FakeCheck)
-    cfg = config(check_controllers=3, recombine=False)
+    cfg = config(check_controllers=3, recombine=False, dream_share=1.0)
     t = trainer(cfg, data)
     t.fit(data[0], metrics=tmp_path / "ctrl.json")
     assert [row["round"] for row in t.checks] == [0, 1, 2]  # 2 rounds: every controller is checked
@@ -235,7 +240,8 @@ def test_recombine_starts_each_round_at_the_real_return_recombination(data, monk
     ctrl = {"optimizer": optimizer, "ac": {"updates": 2, "batch": 8, "horizon": 3, "warmup": 2, "eval_every": 2}}
     cfg = parse_params(
         tiny_params(
-            iterate=ROUNDS | {"recombine": True, "episodes": 4}, ctrl={"generations": 2, "max_steps": 20} | ctrl
+            iterate=ROUNDS | {"recombine": True, "dream_share": 1.0, "episodes": 4},
+            ctrl={"generations": 2, "max_steps": 20} | ctrl,
         )
     )
     starts: list[np.ndarray | None] = []
@@ -270,6 +276,38 @@ def test_recombine_starts_each_round_at_the_real_return_recombination(data, monk
         expected = recombine(collector[None] + np.stack(noise), returns)  # 2 of 4 episodes: never the collector
         np.testing.assert_array_equal(starts[r], expected)
         assert not np.array_equal(starts[r], collector)
+
+
+def test_dream_share_plays_the_rest_of_a_round_around_its_recombined_start(data):
+    """iterate.dream_share: 0.5 of 4: round 2's episodes 0-1 play around the dream's controller of round 1, 2-3
+    around the recombined start that controller's training began from (each centre once unperturbed, episodes
+    0 and 2); the next recombination weighs all four by real return, and the round row says how each centre did."""
+    cfg = config(recombine=True, dream_share=0.5, episodes=4, publish="last")
+    t = trainer(cfg, data)
+    t.fit(data[0])
+    dreamed, start, stored = t.round_controllers[1][0], t.recombined[0], t.round_data[1].steps
+    assert not np.array_equal(dreamed, start)
+    noise = [
+        0.5 * numpy_rng(cfg.seed, Stream.ROUND, 2, i).standard_normal(start.shape).astype(np.float32) for i in (1, 3)
+    ]
+    params = np.stack([dreamed, dreamed + noise[0], start, start + noise[1]])  # (E, P)
+    o = stored.step_offsets
+    for i in range(4):  # round 2 plays round tracks 4..7
+        np.testing.assert_array_equal(stored.actions[o[i] : o[i + 1]], replay(cfg, t, params[i], 4 + i, t.world_model))
+    returns = np.array([stored.rewards[a:b].sum(dtype=np.float64) for a, b in zip(o[:-1], o[1:], strict=True)])
+    np.testing.assert_array_equal(t.recombined[1], recombine(params, returns))
+    row = t.rounds[1]
+    assert row["collect_return_dream_mean"] == pytest.approx(returns[:2].mean())
+    assert row["collect_return_start_mean"] == pytest.approx(returns[2:].mean())
+    assert row["collect_return_unperturbed"] == pytest.approx(returns[0])
+    assert t.rounds[0]["collect_return_start_mean"] is None  # round 1 has one centre: no recombination yet
+
+
+def test_dream_share_needs_the_recombination():
+    with pytest.raises(ConfigError, match="iterate.dream_share < 1 .* iterate.recombine: true"):
+        config(recombine=False, dream_share=0.5)
+    assert config(recombine=False, dream_share=1.0).iterate.dream_episodes == 3
+    assert config(dream_share=0.0).iterate.dream_episodes == 0 and config(dream_share=0.5).iterate.dream_episodes == 2
 
 
 def test_the_check_plays_every_recombined_start(data, tmp_path, monkeypatch):

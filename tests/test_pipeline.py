@@ -61,6 +61,7 @@ def test_every_boolean_flipped_runs_and_reports(project_copy):
         section, name = key.split(".")
         params[section][name] = not defaults[section][name]
     params["wm"]["dropout"] = 0.1  # what ctrl.dream_dropout needs (the config says so when it is missing)
+    params["iterate"]["dream_share"] = 1.0  # what iterate.recombine: false needs (likewise)
     root = project_copy(params)
     run_cli(["dvc", "repro", "-q"], root)
     shown = run_cli(["dvc", "metrics", "show"], root).stdout

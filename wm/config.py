@@ -269,7 +269,8 @@ class IterateConfig(_Section):
         ge=0.0,
         le=100.0,
         description="Std of a Gaussian perturbation of the controller's parameters, drawn per collected episode "
-        "(episode 0 of a round is unperturbed): exploration around the current controller.",
+        "(the first episode around each centre is unperturbed, see iterate.dream_share): exploration around the "
+        "current controller.",
     )
     wm_epochs: int = Field(
         3, ge=1, le=100_000, description="Epochs retraining the world model on all data each round (from its weights)."
@@ -287,6 +288,15 @@ class IterateConfig(_Section):
         "training in the dream there instead of at the controller that collected them (with "
         "iterate.warm_start), and check every such recombination with the rounds' controllers "
         "(iterate.publish: checked).",
+    )
+    dream_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of each round's collected episodes (rounded) played around the dream's controller; the "
+        "rest play around the recombined start its dream training began from (needs iterate.recombine), so the "
+        "recombination by real return keeps the dream's proposal only where it beat its start in the game "
+        "(0: an evolution strategy in the real game alone, the dream's controllers only enter the check).",
     )
     publish: Literal["last", "checked"] = Field(
         "checked",
@@ -309,6 +319,20 @@ class IterateConfig(_Section):
         description="Real episodes of iterate.max_steps per checked controller, on tracks of their own (the "
         "same tracks for every checked controller).",
     )
+
+    @model_validator(mode="after")
+    def _share(self) -> IterateConfig:
+        if self.dream_share < 1 and not self.recombine:
+            raise ValueError(
+                "iterate.dream_share < 1 plays the rest of a round around its recombined start: "
+                "set iterate.recombine: true (or iterate.dream_share: 1)"
+            )
+        return self
+
+    @property
+    def dream_episodes(self) -> int:
+        """Episodes of a round played around the dream's controller (the first ones)."""
+        return int(self.dream_share * self.episodes + 0.5)
 
 
 class FSQVAEConfig(_Section):

@@ -191,6 +191,7 @@ class ControllerTrainer:
         params, collected = self._collect(r)
         predicted = self._predict_returns(params, collected)
         real = np.array([ep.ret for ep in collected])
+        dream, start = real[: it.dream_episodes], real[it.dream_episodes :]  # by centre (see _collect)
         self.real_steps += sum(ep.steps for ep in collected)
         if it.recombine:  # the round's perturbed episodes are one generation of a real-game evolution strategy
             self.recombined.append(recombine(params, real))
@@ -207,7 +208,7 @@ class ControllerTrainer:
                 "round": r,
                 "real_steps": self.real_steps,
                 "collect_return_mean": float(real.mean()),
-                "collect_return_unperturbed": float(real[0]),
+                "collect_return_unperturbed": float(dream[0]) if len(dream) else None,  # the dream's controller
                 "predicted_return_mean": float(predicted.mean()),
                 "episode_rank_corr": spearman(predicted, real),
                 "wm_val_ce": wm_result.selected["wm/val/ce"],
@@ -215,8 +216,18 @@ class ControllerTrainer:
                 "dream_fitness": float(self.state["best_fitness"]),
             }
         )
+        by_centre = ""
+        if len(dream) and len(start):  # did the dream's training beat its start in the game? (round 1: one centre)
+            two = r > 1
+            self.rounds[-1] |= {
+                "collect_return_dream_mean": float(dream.mean()) if two else None,
+                "collect_return_start_mean": float(start.mean()) if two else None,
+            }
+            if two:
+                by_centre = f" (around the dream's controller {dream.mean():.1f}, around its start {start.mean():.1f})"
         print(
-            f"round {r}/{it.rounds}: collected return {real.mean():.1f} (dream predicted {predicted.mean():.1f}, "
+            f"round {r}/{it.rounds}: collected return {real.mean():.1f}{by_centre} (dream predicted "
+            f"{predicted.mean():.1f}, "
             f"rank corr {self.rounds[-1]['episode_rank_corr']:.2f}), world model val ce "
             f"{wm_result.selected['wm/val/ce']:.3f}, dream fitness {self.state['best_fitness']:.1f}, "
             f"{self.real_steps} real steps so far",
@@ -235,7 +246,8 @@ class ControllerTrainer:
         it = self.config.iterate
         last = len(self.round_controllers) - 1
         unperturbed = [row["collect_return_unperturbed"] for row in self.rounds]  # controller r-1 in round r
-        earlier = sorted(range(last), key=lambda r: (-unperturbed[r], -r))[: it.check_controllers - 1]
+        played = [-np.inf if u is None else u for u in unperturbed]  # iterate.dream_share: 0 never plays them
+        earlier = sorted(range(last), key=lambda r: (-played[r], -r))[: it.check_controllers - 1]
         # (round, source, params, dream fitness) in the order the rounds made them: a recombined start, then the
         # dream's controller trained from it
         candidates = [(r, "dream", *self.round_controllers[r]) for r in [*earlier, last]]
@@ -282,15 +294,21 @@ class ControllerTrainer:
 
     def _collect(self, r: int) -> tuple[np.ndarray, list[Episode]]:
         """The round's episodes (resumable: kept in the resume cache once complete): episode i of round r is
-        played on track (ROUND, (r-1)*E + i) by the current controller plus a Gaussian perturbation of std
-        iterate.noise (none for i = 0). Returns the (E, P) parameters and the episodes, frames dropped."""
+        played on track (ROUND, (r-1)*E + i) by a centre plus a Gaussian perturbation of std iterate.noise: the
+        current (dream-trained) controller for i < n = iterate.dream_episodes, the recombined start its training
+        began from for the rest; each centre's first episode (i = 0, i = n) is unperturbed. Returns the (E, P)
+        parameters and the episodes, frames dropped."""
         cfg, it = self.config, self.config.iterate
-        theta = self.controller.params.numpy()
-        noise = [np.zeros_like(theta)] + [
-            it.noise * numpy_rng(cfg.seed, Stream.ROUND, r, i).standard_normal(theta.shape).astype(np.float32)
-            for i in range(1, it.episodes)
+        theta, n = self.controller.params.numpy(), it.dream_episodes
+        start = self.recombined[-1] if self.recombined else theta  # round 1: no recombination yet
+        centres = np.stack([theta if i < n else start for i in range(it.episodes)])  # (E, P)
+        noise = [
+            np.zeros_like(theta)
+            if i in (0, n)  # each centre's first episode is unperturbed
+            else it.noise * numpy_rng(cfg.seed, Stream.ROUND, r, i).standard_normal(theta.shape).astype(np.float32)
+            for i in range(it.episodes)
         ]
-        params = theta[None] + np.stack(noise)  # (E, P)
+        params = centres + np.stack(noise)  # (E, P)
         store = self._cache(round=r, part="data").path.with_suffix(".h5")
         if store.exists():
             self.round_data.append(load_tokens(store))
@@ -346,7 +364,7 @@ class ControllerTrainer:
         if metrics is not None and self.history:
             last = self.history[-1] | {"ctrl/total/real_steps": self.real_steps, "ctrl/total/rounds": len(self.rounds)}
             if self.rounds:
-                last |= {f"ctrl/round/{k}": v for k, v in self.rounds[-1].items() if k != "round"}
+                last |= {f"ctrl/round/{k}": v for k, v in self.rounds[-1].items() if k != "round" and v is not None}
             if self.checks:
                 published = next(row for row in self.checks if row["published"])
                 last |= {
