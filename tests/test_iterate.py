@@ -59,6 +59,12 @@ def replay(cfg, t: ControllerTrainer, params: np.ndarray, index: int, world_mode
     return run_episode(make_env(cfg, True), agent, seed, None, cfg.iterate.max_steps).actions
 
 
+def episode_returns(data) -> np.ndarray:
+    """(E,) the real return of each stored episode of a round's tokens."""
+    o, rewards = data.steps.step_offsets, data.steps.rewards
+    return np.array([rewards[a:b].sum(dtype=np.float64) for a, b in zip(o[:-1], o[1:], strict=True)])
+
+
 def count_pools(monkeypatch) -> list[int]:
     """From now on, count the worker pools the trainer opens (each round's collection, the check): a one-item
     list, so the count stays readable after the calls."""
@@ -96,12 +102,7 @@ def test_each_round_collects_with_the_previous_rounds_controller(data):
         first._tokens(data[0]).steps.step_offsets[-1]
     )
     # the round rows report the collected returns
-    rewards = round1.steps.rewards
-    returns = [
-        rewards[x:y].sum(dtype=np.float64)
-        for x, y in zip(round1.steps.step_offsets[:-1], round1.steps.step_offsets[1:], strict=True)
-    ]
-    assert t.rounds[0]["collect_return_mean"] == pytest.approx(np.mean(returns))
+    assert t.rounds[0]["collect_return_mean"] == pytest.approx(np.mean(episode_returns(round1)))
 
 
 def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
@@ -270,8 +271,7 @@ def test_recombine_starts_each_round_at_the_real_return_recombination(data, monk
             0.5 * numpy_rng(cfg.seed, Stream.ROUND, r, i).standard_normal(collector.shape).astype(np.float32)
             for i in (1, 2, 3)
         ]
-        o, rewards = round_data.steps.step_offsets, round_data.steps.rewards
-        returns = np.array([rewards[a:b].sum(dtype=np.float64) for a, b in zip(o[:-1], o[1:], strict=True)])
+        returns = episode_returns(round_data)
         assert len(set(returns)) == 4  # distinct returns: the order matters
         expected = recombine(collector[None] + np.stack(noise), returns)  # 2 of 4 episodes: never the collector
         np.testing.assert_array_equal(starts[r], expected)
@@ -294,7 +294,7 @@ def test_dream_share_plays_the_rest_of_a_round_around_its_recombined_start(data)
     o = stored.step_offsets
     for i in range(4):  # round 2 plays round tracks 4..7
         np.testing.assert_array_equal(stored.actions[o[i] : o[i + 1]], replay(cfg, t, params[i], 4 + i, t.world_model))
-    returns = np.array([stored.rewards[a:b].sum(dtype=np.float64) for a, b in zip(o[:-1], o[1:], strict=True)])
+    returns = episode_returns(t.round_data[1])
     np.testing.assert_array_equal(t.recombined[1], recombine(params, returns))
     row = t.rounds[1]
     assert row["collect_return_dream_mean"] == pytest.approx(returns[:2].mean())
