@@ -37,7 +37,7 @@ TINY = {
     "vae": {"epochs": 1, "batch_size": 16, "channels": [8, 8, 16, 16]},
     "wm": {"epochs": 2, "batch_size": 4, "seq_len": 8, "hidden": 32, "embed_dim": 8},
     "ctrl": {"popsize": 4, "generations": 2, "rollouts": 1, "max_steps": 30},
-    "iterate": {"rounds": 1, "episodes": 2, "max_steps": 30, "wm_epochs": 1},
+    "iterate": {"rounds": 1, "episodes": 2, "max_steps": 30, "check_steps": 30, "wm_epochs": 1},
     "eval": {
         "episodes": 1,
         "max_steps": 30,

@@ -10,7 +10,7 @@ from wm.config import ControllerConfig, CtrlConfig, parse_params
 from wm.dream import DreamEnv
 from wm.episodes import Episode, EpisodeTask, init_worker, lockstep_groups, make_env, play_tasks, run_episode
 from wm.errors import WmError
-from wm.es import ESSpec, RealFitness, dream_fitness, recombine, run_cma_es
+from wm.es import ESSpec, RealFitness, dream_fitness, recombination_weights, recombine, run_cma_es
 from wm.models.controller import ControllerSpec, EvolutionaryController
 from wm.models.fsq import FSQ
 from wm.models.fsq_vae import FSQVAE
@@ -258,7 +258,8 @@ def test_equal_runs_publish_identical_controllers(tmp_path):
 
 def test_recombine_weights_the_better_half_by_rank():
     """CMA-ES's default recombination (Hansen 2016): weights ln((N + 1) / 2) - ln(i) on the i-th best of the
-    better half, normalised; equal returns keep the input order; one candidate is its own mean."""
+    better half, normalised; equal returns keep the input order; one candidate is its own mean.
+    `recombination_weights` gives each input's weight."""
     rng = np.random.default_rng(0)
     params = rng.standard_normal((32, 5)).astype(np.float32)
     returns = rng.permutation(32).astype(np.float64)
@@ -270,3 +271,9 @@ def test_recombine_weights_the_better_half_by_rank():
     expected = 0.80416286 * params[1] + 0.19583714 * params[2]
     np.testing.assert_allclose(recombine(params[:4], tied), expected, rtol=1e-5)
     np.testing.assert_array_equal(recombine(params[:1], returns[:1]), params[0])
+    # each input's weight (what the check reports per checked controller): the same weights, zero elsewhere
+    per_input = np.zeros(32)
+    per_input[best_first] = weights
+    np.testing.assert_allclose(recombination_weights(returns), per_input, rtol=1e-12)
+    np.testing.assert_allclose(recombination_weights(tied), [0.0, 0.80416286, 0.19583714, 0.0], rtol=1e-7)
+    np.testing.assert_array_equal(recombination_weights(returns[:1]), [1.0])

@@ -144,11 +144,12 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
 
 def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp_path, monkeypatch):
     """iterate.publish: checked plays the last round's controller and the earlier ones with the best unperturbed
-    collected episode on the same new tracks (stream CHECK), counts those steps, and publishes the best. The
-    rounds themselves are the same as with publish: last, which reuses them from the resume cache."""
-    cfg = config(
-        check_controllers=2, check_episodes=2, recombine=False, dream_share=1.0
-    )  # the dream's controllers alone
+    collected episode on the same new tracks (stream CHECK) for iterate.check_steps, counts those steps, and
+    publishes the best. The rounds themselves are the same as with publish: last and another check_steps,
+    which reuses them from the resume cache."""
+    cfg = config(  # the dream's controllers alone, checked on longer episodes than the rounds collect (25 steps)
+        publish="checked", check_controllers=2, check_episodes=2, check_steps=35, recombine=False, dream_share=1.0
+    )
     t = trainer(cfg, data)
     t.fit(data[0], metrics=tmp_path / "ctrl.json", plots=tmp_path / "plots")
     unperturbed = [row["collect_return_unperturbed"] for row in t.rounds]
@@ -160,12 +161,12 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
         params = t.round_controllers[row["round"]][0]
         agent = Agent(t.vae, EvolutionaryController(cfg.controller, params), world_model)
         episodes = [
-            run_episode(make_env(cfg, True), agent, track_seed(cfg.seed, Stream.CHECK, i), None, 25) for i in range(2)
+            run_episode(make_env(cfg, True), agent, track_seed(cfg.seed, Stream.CHECK, i), None, 35) for i in range(2)
         ]
         assert row["check_return_mean"] == pytest.approx(np.mean([ep.ret for ep in episodes]), abs=1e-4)
         steps += sum(ep.steps for ep in episodes)
     best = max(t.checks, key=lambda row: (row["check_return_mean"], row["round"]))
-    assert [row["published"] for row in t.checks] == [int(row is best) for row in t.checks]
+    assert [row["weight"] for row in t.checks] == [float(row is best) for row in t.checks]
     np.testing.assert_array_equal(t.controller.params.numpy(), t.round_controllers[best["round"]][0])
     collected = sum(int(d.steps.step_offsets[-1]) for d in t.round_data)
     assert t.real_steps == int(t._tokens(data[0]).steps.step_offsets[-1]) + collected + steps
@@ -173,7 +174,8 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
 
     pools = count_pools(monkeypatch)
     last = trainer(
-        config(publish="last", check_controllers=2, check_episodes=2, recombine=False, dream_share=1.0), data
+        config(publish="last", check_controllers=2, check_episodes=2, check_steps=30, recombine=False, dream_share=1.0),
+        data,
     )
     last.fit(data[0])
     assert pools[0] == 0  # every round from the resume cache, and no check
@@ -194,7 +196,7 @@ def test_the_check_picks_by_real_return_not_by_round(data, tmp_path, monkeypatch
             return np.array([50.0] + [10.0] * (len(candidates) - 1))  # the earliest checked controller wins
 
     monkeypatch.setattr(controller_module, "RealFitness", FakeCheck)
-    cfg = config(check_controllers=3, recombine=False, dream_share=1.0)
+    cfg = config(publish="checked", check_controllers=3, recombine=False, dream_share=1.0)
     t = trainer(cfg, data)
     t.fit(data[0], metrics=tmp_path / "ctrl.json")
     assert [row["round"] for row in t.checks] == [0, 1, 2]  # 2 rounds: every controller is checked
@@ -310,11 +312,14 @@ def test_dream_share_needs_the_recombination():
     assert config(dream_share=0.0).iterate.dream_episodes == 0 and config(dream_share=0.5).iterate.dream_episodes == 2
 
 
-def test_the_check_plays_every_recombined_start(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("publish", ["checked", "check_recombined"])
+def test_the_check_plays_every_recombined_start(data, tmp_path, monkeypatch, publish):
     """With iterate.recombine the check plays each round's recombined start beside the rounds' dream controllers
-    (the dream training can lose what the recombination gained): in the order the rounds made them, and one of
-    them is published when it scores best (params, metrics, model-file metadata)."""
+    (the dream training can lose what the recombination gained), in the order the rounds made them. checked
+    publishes the best (here round 1's recombined start); check_recombined the recombination of all by check
+    return, with each one's weight in check.csv (params, metrics, model-file metadata)."""
     played: list[np.ndarray] = []
+    returns = np.array([10.0, 50.0, 20.0, 40.0, 30.0])  # round 1's recombined start scores best
 
     class FakeCheck:
         def __init__(self, *args, **kwargs):
@@ -322,19 +327,33 @@ def test_the_check_plays_every_recombined_start(data, tmp_path, monkeypatch):
 
         def __call__(self, candidates, generation):
             played.append(candidates)
-            return np.array([10.0, 50.0] + [10.0] * (len(candidates) - 2))  # round 1's recombined start wins
+            return returns
 
-    cfg = config(recombine=True, check_controllers=3)
+    cfg = config(recombine=True, check_controllers=3, publish=publish)
     t = trainer(cfg, data)
     monkeypatch.setattr(controller_module, "RealFitness", FakeCheck)
-    t.fit(data[0], metrics=tmp_path / "ctrl.json")
+    t.fit(data[0], metrics=tmp_path / "ctrl.json", plots=tmp_path / "plots")
     order = [(row["round"], row["source"]) for row in t.checks]
     assert order == [(0, "dream"), (1, "recombined"), (1, "dream"), (2, "recombined"), (2, "dream")]
     expected = [t.round_controllers[0][0], t.recombined[0], t.round_controllers[1][0], t.recombined[1]]
     np.testing.assert_array_equal(played[0], np.stack([*expected, t.round_controllers[2][0]]))
-    np.testing.assert_array_equal(t.controller.params.numpy(), t.recombined[0])
+    weights = [row["weight"] for row in t.checks]
+    if publish == "checked":
+        assert weights == [0.0, 1.0, 0.0, 0.0, 0.0]
+        np.testing.assert_array_equal(t.controller.params.numpy(), t.recombined[0])
+    else:
+        assert weights[1] > weights[3] > 0 and weights[0] == weights[2] == weights[4] == 0.0  # the better 2 of 5
+        assert sum(weights) == pytest.approx(1.0)
+        np.testing.assert_array_equal(t.controller.params.numpy(), recombine(played[0], returns))
+        assert t.state["best_fitness"] is None  # never trained in a dream
+        check_csv = (tmp_path / "plots" / "check.csv").read_text().splitlines()
+        assert check_csv[0].split(",")[-1] == "weight" and float(check_csv[2].split(",")[-1]) == pytest.approx(
+            weights[1], rel=1e-5
+        )
     metrics = json.loads((tmp_path / "ctrl.json").read_text())
     assert metrics["ctrl/check/round"] == 1 and metrics["ctrl/check/recombined"] == 1
+    assert metrics["ctrl/check/weight"] == pytest.approx(weights[1], rel=1e-9)
     t.publish(tmp_path / "agent")
     meta = read_published(tmp_path / "agent" / "controller.pt", "controller").meta
     assert meta["published_round"] == 1 and meta["published_source"] == "recombined"
+    assert meta["published_weight"] == weights[1]

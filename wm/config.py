@@ -287,7 +287,7 @@ class IterateConfig(_Section):
         "the better half: one step of an evolution strategy on episodes collected anyway), start the round's "
         "training in the dream there instead of at the controller that collected them (with "
         "iterate.warm_start), and check every such recombination with the rounds' controllers "
-        "(iterate.publish: checked).",
+        "(iterate.publish).",
     )
     dream_share: float = Field(
         0.5,
@@ -298,17 +298,19 @@ class IterateConfig(_Section):
         "recombination by real return keeps the dream's proposal only where it beat its start in the game "
         "(0: an evolution strategy in the real game alone, the dream's controllers only enter the check).",
     )
-    publish: Literal["last", "checked"] = Field(
-        "checked",
+    publish: Literal["last", "checked", "check_recombined"] = Field(
+        "check_recombined",
         description="Which controller train_ctrl publishes after the rounds: the last round's (its CMA-ES may "
-        "exploit the last dream: it was never tried in the game) or the best of iterate.check_controllers "
-        "rounds' controllers in a real-game check (its steps are counted).",
+        "exploit the last dream: it was never tried in the game), the best of the rounds' controllers in a "
+        "real-game check (checked; its steps are counted), or the recombination of the checked controllers by "
+        "their check returns (check_recombined: CMA-ES's weights over the better half, as iterate.recombine "
+        "does with a round's episodes).",
     )
     check_controllers: int = Field(
         4,
         ge=2,
         le=1001,
-        description="Dream-trained controllers checked when iterate.publish: checked: the last round's and those of "
+        description="Dream-trained controllers checked when iterate.publish is not last: the last round's and those of "
         "the earlier rounds whose unperturbed collected episode scored best (with iterate.recombine, every "
         "round's recombined start is checked too).",
     )
@@ -316,8 +318,15 @@ class IterateConfig(_Section):
         4,
         ge=1,
         le=MAX_EPISODES,
-        description="Real episodes of iterate.max_steps per checked controller, on tracks of their own (the "
+        description="Real episodes of iterate.check_steps per checked controller, on tracks of their own (the "
         "same tracks for every checked controller).",
+    )
+    check_steps: int = Field(
+        1000,
+        ge=2,
+        le=100_000,
+        description="Steps per check episode at most: as long as an evaluation episode (eval.max_steps), so the "
+        "check ranks controllers on what the evaluation scores, not on the first iterate.max_steps of a track.",
     )
 
     @model_validator(mode="after")
@@ -418,7 +427,7 @@ def ctrl_fingerprint(cfg: WorldModelAgentConfig) -> dict:
 # What round r of iterative training does not depend on: how many rounds follow it and how the published
 # controller is chosen after them. Their resume checkpoints leave these out, so `-S iterate.rounds=12`
 # continues a 4-round run and `-S iterate.publish=last` reuses every round.
-_AFTER_ROUNDS = {"rounds", "publish", "check_controllers", "check_episodes"}
+_AFTER_ROUNDS = {"rounds", "publish", "check_controllers", "check_episodes", "check_steps"}
 
 
 def round_fingerprint(cfg: WorldModelAgentConfig) -> dict:

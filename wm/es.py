@@ -128,6 +128,13 @@ def run_cma_es(
     return state
 
 
+def _better_half(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu,) indices of the better half of N >= 2 returns, best first (equal returns keep the input order), and
+    (mu,) their weights: CMA-ES's default positive weights, decreasing, summing to 1."""
+    weights = np.asarray(RecombinationWeights(len(returns)).positive_weights)
+    return np.argsort(-np.asarray(returns), kind="stable")[: len(weights)], weights
+
+
 def recombine(params: np.ndarray, returns: np.ndarray) -> np.ndarray:
     """The mean of an evolution strategy's next generation from one generation's returns: CMA-ES's weighted
     recombination of the better half (Hansen 2016, arXiv:1604.00772, the mean update with c_m = 1 and the
@@ -135,9 +142,18 @@ def recombine(params: np.ndarray, returns: np.ndarray) -> np.ndarray:
     returns keep the input order."""
     if len(returns) == 1:
         return params[0].copy()
-    weights = RecombinationWeights(len(returns)).positive_weights  # (mu,) decreasing, summing to 1
-    better = np.argsort(-np.asarray(returns), kind="stable")[: len(weights)]  # (mu,)
-    return (np.asarray(weights)[:, None] * params[better]).sum(axis=0).astype(params.dtype)
+    better, weights = _better_half(returns)
+    return (weights[:, None] * params[better]).sum(axis=0).astype(params.dtype)
+
+
+def recombination_weights(returns: np.ndarray) -> np.ndarray:
+    """(N,) each input's weight in `recombine`: zero outside the better half."""
+    out = np.ones(len(returns))
+    if len(returns) > 1:
+        better, weights = _better_half(returns)
+        out[:] = 0.0
+        out[better] = weights
+    return out
 
 
 class RealFitness:

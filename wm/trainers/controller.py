@@ -17,7 +17,7 @@ from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tok
 from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
 from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, lockstep_groups, play_episodes
 from wm.errors import WmError
-from wm.es import ESSpec, RealFitness, dream_fitness, recombine, run_cma_es
+from wm.es import ESSpec, RealFitness, dream_fitness, recombination_weights, recombine, run_cma_es
 from wm.fidelity import spearman
 from wm.files import write_csv, write_json
 from wm.interrupt import raise_if_interrupted
@@ -38,8 +38,8 @@ class ControllerTrainer:
     """Optimise the controller with CMA-ES, its fitness from the dream (`ctrl.train_in: dream`, needs the
     tokens file: dreams start from real data) or the real game (`real`, in worker processes), or by gradients
     in imagination (`ctrl.optimizer: actor_critic`). In the dream, `iterate.rounds` rounds of collect ->
-    retrain world model -> retrain controller follow, and (`iterate.publish: checked`) a real-game check of the
-    rounds' controllers picks the one to publish.
+    retrain world model -> retrain controller follow, and (`iterate.publish` other than last) a real-game check of
+    the rounds' controllers picks the one to publish, or the weights of their recombination.
 
     >>> controller = ControllerTrainer(vae, world_model, config).fit("data/tokens.h5")
     >>> agent = Agent(vae, controller, world_model)   # world_model: the last round's
@@ -62,7 +62,7 @@ class ControllerTrainer:
         self.round_data: list[Tokens] = []  # the episodes collected in rounds 1..R
         self.round_controllers: list[tuple[np.ndarray, float]] = []  # rounds 0..R: (params, dream fitness)
         self.recombined: list[np.ndarray] = []  # rounds 1..R with iterate.recombine: the dream training's start
-        self.checks: list[dict] = []  # one row per controller of the real-game check (iterate.publish: checked)
+        self.checks: list[dict] = []  # one row per controller of the real-game check (iterate.publish)
         self.real_steps = 0  # real-game steps used for training: data, rounds, real-game fitness
         self.actor_critic: ActorCriticTrainer | None = None  # ctrl.optimizer: actor_critic, kept across rounds
 
@@ -105,7 +105,7 @@ class ControllerTrainer:
             self._train_in_dream(0, data, metrics, plots)
             for r in range(1, cfg.iterate.rounds + 1):
                 self._round(r, data, metrics, plots)
-            if cfg.iterate.rounds and cfg.iterate.publish == "checked":
+            if cfg.iterate.rounds and cfg.iterate.publish != "last":
                 self._check()
         self._write(metrics, plots)
         return self.controller
@@ -235,14 +235,16 @@ class ControllerTrainer:
         )
 
     def _check(self) -> None:
-        """Publish the best of the rounds' controllers by real return, not the last one: the last CMA-ES run is one
-        search past the last real check and can exploit the last dream (seed 1, 12 rounds: the last controller
-        scored -65 on the evaluation tracks, the one behind the rounds' best unperturbed episode 332). Checked:
-        the last round's controller (never played), the `check_controllers - 1` earlier ones whose unperturbed
-        collected episode scored best and, with iterate.recombine, every round's recombined start (never played
-        unperturbed: the dream training can lose what the recombination gained), each on the same
-        `check_episodes` new tracks (stream CHECK); ties go to the later controller. With the last world model as
-        M, so a controller that reads h is checked as published."""
+        """Publish by real return, not the last round's controller: the last CMA-ES run is one search past the
+        last real check and can exploit the last dream (seed 1, 12 rounds: the last controller scored -65 on the
+        evaluation tracks, the one behind the rounds' best unperturbed episode 332). Checked: the last round's
+        controller (never played), the `check_controllers - 1` earlier ones whose unperturbed collected episode
+        scored best and, with iterate.recombine, every round's recombined start (never played unperturbed: the
+        dream training can lose what the recombination gained), each on the same `check_episodes` new tracks
+        (stream CHECK) of `check_steps`. Published: the best (iterate.publish: checked; ties go to the later
+        controller) or the recombination of all by check return (check_recombined): the candidates of one run
+        score close on 4 tracks, and the recombination averages over which one the check happens to favour. With
+        the last world model as M, so a controller that reads h is checked as published."""
         it = self.config.iterate
         last = len(self.round_controllers) - 1
         unperturbed = [row["collect_return_unperturbed"] for row in self.rounds]  # controller r-1 in round r
@@ -258,7 +260,7 @@ class ControllerTrainer:
             check = RealFitness(
                 pool,
                 it.check_episodes,
-                it.max_steps,
+                it.check_steps,
                 0,
                 self.runtime.progress,
                 lockstep=self.config.ctrl.lockstep,
@@ -267,8 +269,13 @@ class ControllerTrainer:
             returns = check(params, 0)  # (K,)
         self.real_steps += check.last_steps
         best = max(range(len(candidates)), key=lambda i: (returns[i], i))
-        self.controller.params.copy_(torch.from_numpy(params[best]))
-        self.state = {"best": params[best].copy(), "best_fitness": candidates[best][3]}
+        if it.publish == "checked":
+            weights = np.eye(len(candidates))[best]  # (K,) each candidate's share of the published controller
+            published, fitness = params[best], candidates[best][3]
+        else:  # never trained in a dream: no dream fitness
+            weights, published, fitness = recombination_weights(returns), recombine(params, returns), None
+        self.controller.params.copy_(torch.from_numpy(published))
+        self.state = {"best": published.copy(), "best_fitness": fitness}
         self.checks = [
             {
                 "round": r,
@@ -277,18 +284,17 @@ class ControllerTrainer:
                 "collect_return_unperturbed": unperturbed[r] if source == "dream" and r < last else None,
                 "check_return_mean": float(ret),
                 "dream_fitness": fitness,
-                "published": int(i == best),
+                "weight": float(weights[i]),
             }
             for i, ((r, source, _, fitness), ret) in enumerate(zip(candidates, returns, strict=True))
         ]
-        scores = ", ".join(
-            f"round {r}{' recombined' if source == 'recombined' else ''}: {ret:.1f}"
-            for (r, source, *_), ret in zip(candidates, returns, strict=True)
-        )
-        published = self.checks[best]
+        names = [f"round {r}{' recombined' if source == 'recombined' else ''}" for r, source, *_ in candidates]
+        scores = ", ".join(f"{name}: {ret:.1f}" for name, ret in zip(names, returns, strict=True))
+        mixed = ", ".join(f"{weights[i]:.2f} x {names[i]}" for i in np.argsort(-weights, kind="stable") if weights[i])
+        what = f"{names[best]}'s controller" if it.publish == "checked" else f"the recombination {mixed}"
         print(
-            f"check: {len(candidates)} controllers x {it.check_episodes} real episodes ({scores}) -> publishing round "
-            f"{published['round']}'s {published['source']} controller, {self.real_steps} real steps in all",
+            f"check: {len(candidates)} controllers x {it.check_episodes} real episodes of {it.check_steps} steps "
+            f"({scores}) -> publishing {what}, {self.real_steps} real steps in all",
             flush=True,
         )
 
@@ -366,11 +372,12 @@ class ControllerTrainer:
             if self.rounds:
                 last |= {f"ctrl/round/{k}": v for k, v in self.rounds[-1].items() if k != "round" and v is not None}
             if self.checks:
-                published = next(row for row in self.checks if row["published"])
+                top = self._top_check()
                 last |= {
-                    "ctrl/check/round": published["round"],
-                    "ctrl/check/recombined": int(published["source"] == "recombined"),
-                    "ctrl/check/return_mean": published["check_return_mean"],
+                    "ctrl/check/round": top["round"],
+                    "ctrl/check/recombined": int(top["source"] == "recombined"),
+                    "ctrl/check/return_mean": top["check_return_mean"],
+                    "ctrl/check/weight": top["weight"],
                     "ctrl/check/last_return_mean": self.checks[-1]["check_return_mean"],
                 }
             write_json(metrics, last)
@@ -381,6 +388,11 @@ class ControllerTrainer:
                 write_csv(plots / "rounds.csv", self.rounds)
             if self.checks:
                 write_csv(plots / "check.csv", self.checks)
+
+    def _top_check(self) -> dict:
+        """The check's row of the controller with the largest share of the published one (iterate.publish:
+        checked: the published controller itself)."""
+        return max(self.checks, key=lambda row: (row["weight"], row["check_return_mean"], row["round"]))
 
     def agent(self) -> Agent:
         """The trained agent (after `fit`): V, M (the last round's) and C acting on CarRacing observations."""
@@ -397,8 +409,12 @@ class ControllerTrainer:
         cfg, folder = self.config, Path(folder)
         meta = {"best_fitness": self.state["best_fitness"], "real_steps": self.real_steps, "rounds": len(self.rounds)}
         if self.checks:
-            published = next(row for row in self.checks if row["published"])
-            meta |= {"published_round": published["round"], "published_source": published["source"]}
+            top = self._top_check()
+            meta |= {
+                "published_round": top["round"],
+                "published_source": top["source"],
+                "published_weight": top["weight"],
+            }
         self.vae.publish(folder / "vae.pt", vae_fingerprint(cfg), {})
         wm_fp = ctrl_fingerprint(cfg) if self.rounds else wm_fingerprint(cfg)  # retrained in the rounds
         self.world_model.publish(folder / "wm.pt", wm_fp, {"rounds": len(self.rounds)})
