@@ -283,8 +283,9 @@ def test_recombine_starts_each_round_at_the_real_return_recombination(data, monk
 def test_dream_share_plays_the_rest_of_a_round_around_its_recombined_start(data):
     """iterate.dream_share: 0.5 of 4: round 2's episodes 0-1 play around the dream's controller of round 1, 2-3
     around the recombined start that controller's training began from (each centre once unperturbed, episodes
-    0 and 2); the next recombination weighs all four by real return, and the round row says how each centre did."""
-    cfg = config(recombine=True, dream_share=0.5, episodes=4, publish="last")
+    0 and 2); the next recombination weighs all four by real return, and the round row says how each centre did.
+    With iterate.first_centre: dream, round 1 plays around the dream's controller alone."""
+    cfg = config(recombine=True, dream_share=0.5, episodes=4, publish="last", first_centre="dream")
     t = trainer(cfg, data)
     t.fit(data[0])
     dreamed, start, stored = t.round_controllers[1][0], t.recombined[0], t.round_data[1].steps
@@ -302,7 +303,31 @@ def test_dream_share_plays_the_rest_of_a_round_around_its_recombined_start(data)
     assert row["collect_return_dream_mean"] == pytest.approx(returns[:2].mean())
     assert row["collect_return_start_mean"] == pytest.approx(returns[2:].mean())
     assert row["collect_return_unperturbed"] == pytest.approx(returns[0])
-    assert t.rounds[0]["collect_return_start_mean"] is None  # round 1 has one centre: no recombination yet
+    assert t.rounds[0]["collect_return_start_mean"] is None  # round 1: one centre
+
+
+def test_first_centre_initial_plays_half_of_round_1_around_the_zero_controller(data):
+    """iterate.first_centre: initial: round 1's episodes 2-3 of 4 play around where round 0's CMA-ES began (the
+    zero controller, episode 2 unperturbed) instead of around the dream's controller; the first recombination
+    weighs all four, and round 1's row reports both centres."""
+    cfg = config(recombine=True, dream_share=0.5, episodes=4, publish="last", rounds=1, first_centre="initial")
+    t = trainer(cfg, data)
+    t.fit(data[0])
+    dreamed, stored = t.round_controllers[0][0], t.round_data[0].steps
+    zero = np.zeros_like(dreamed)
+    assert np.abs(dreamed).max() > 0
+    noise = [
+        0.5 * numpy_rng(cfg.seed, Stream.ROUND, 1, i).standard_normal(zero.shape).astype(np.float32) for i in (1, 3)
+    ]
+    params = np.stack([dreamed, dreamed + noise[0], zero, zero + noise[1]])  # (E, P)
+    o = stored.step_offsets
+    for i in range(4):  # round 1 plays round tracks 0..3
+        np.testing.assert_array_equal(stored.actions[o[i] : o[i + 1]], replay(cfg, t, params[i], i, t.world_model))
+    returns = episode_returns(t.round_data[0])
+    np.testing.assert_array_equal(t.recombined[0], recombine(params, returns))
+    row = t.rounds[0]
+    assert row["collect_return_dream_mean"] == pytest.approx(returns[:2].mean())
+    assert row["collect_return_start_mean"] == pytest.approx(returns[2:].mean())
 
 
 def test_dream_share_needs_the_recombination():

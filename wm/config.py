@@ -298,6 +298,13 @@ class IterateConfig(_Section):
         "recombination by real return keeps the dream's proposal only where it beat its start in the game "
         "(0: an evolution strategy in the real game alone, the dream's controllers only enter the check).",
     )
+    first_centre: Literal["dream", "initial"] = Field(
+        "initial",
+        description="What round 1's episodes not around the dream's controller play around (there is no "
+        "recombination yet): the dream's controller too (dream: one centre), or the controller round 0's dream "
+        "training began from (initial: the zero controller for CMA-ES, which drives straight at half gas), so a "
+        "round-0 controller that stands still does not take every perturbation of round 1 with it.",
+    )
     publish: Literal["last", "checked", "check_recombined"] = Field(
         "check_recombined",
         description="Which controller train_ctrl publishes after the rounds: the last round's (its CMA-ES may "

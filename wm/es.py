@@ -148,11 +148,11 @@ def recombine(params: np.ndarray, returns: np.ndarray) -> np.ndarray:
 
 def recombination_weights(returns: np.ndarray) -> np.ndarray:
     """(N,) each input's weight in `recombine`: zero outside the better half."""
-    out = np.ones(len(returns))
-    if len(returns) > 1:
-        better, weights = _better_half(returns)
-        out[:] = 0.0
-        out[better] = weights
+    if len(returns) == 1:
+        return np.ones(1)
+    better, weights = _better_half(returns)
+    out = np.zeros(len(returns))
+    out[better] = weights
     return out
 
 

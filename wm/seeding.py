@@ -31,7 +31,7 @@ class Stream(IntEnum):
     EVAL_DREAM = 9  # dream worlds of evaluation
     ROUND = 10  # tracks and controller perturbations of the episodes collected in iterative training
     IMAGINE = 11  # actor-critic: initialisation, imagined starts, sampled tokens and policy noise
-    CHECK = 12  # tracks of the real-game check of the rounds' controllers (iterate.publish: checked)
+    CHECK = 12  # tracks of the real-game check of the rounds' controllers (iterate.publish: checked, check_recombined)
 
 
 TRACK_STREAMS = (Stream.COLLECT, Stream.CTRL, Stream.EVAL, Stream.ROUND, Stream.CHECK)

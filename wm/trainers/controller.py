@@ -62,6 +62,7 @@ class ControllerTrainer:
         self.round_data: list[Tokens] = []  # the episodes collected in rounds 1..R
         self.round_controllers: list[tuple[np.ndarray, float]] = []  # rounds 0..R: (params, dream fitness)
         self.recombined: list[np.ndarray] = []  # rounds 1..R with iterate.recombine: the dream training's start
+        self.initial: np.ndarray | None = None  # where round 0's dream training began (iterate.first_centre)
         self.checks: list[dict] = []  # one row per controller of the real-game check (iterate.publish)
         self.real_steps = 0  # real-game steps used for training: data, rounds, real-game fitness
         self.actor_critic: ActorCriticTrainer | None = None  # ctrl.optimizer: actor_critic, kept across rounds
@@ -152,6 +153,8 @@ class ControllerTrainer:
                 self._dream(data), self.controller.spec, self.config.seed, c.rollouts, key, c.pessimism
             )
             x0 = self.controller.params.numpy().copy() if warm else None
+            if r == 0:
+                self.initial = np.zeros_like(self.controller.params.numpy())  # CMA-ES's x0 default
             self._cma_es(fitness, self._cache(round=r), metrics, plots, x0, it.sigma if warm else None, key)
         self.round_controllers.append((self.controller.params.numpy().copy(), float(self.state["best_fitness"])))
 
@@ -169,6 +172,8 @@ class ControllerTrainer:
                 run=r,
                 progress=self.runtime.progress,
             )
+            if r == 0:
+                self.initial = self.actor_critic.model.actor.detach().cpu().numpy().copy()
         elif cfg.iterate.recombine:  # continue from the round's recombined controller, not the last actor
             with torch.no_grad():
                 self.actor_critic.model.actor.copy_(self.controller.params)
@@ -218,7 +223,7 @@ class ControllerTrainer:
         )
         by_centre = ""
         if len(dream) and len(start):  # did the dream's training beat its start in the game? (round 1: one centre)
-            two = r > 1
+            two = r > 1 or self.config.iterate.first_centre == "initial"
             self.rounds[-1] |= {
                 "collect_return_dream_mean": float(dream.mean()) if two else None,
                 "collect_return_start_mean": float(start.mean()) if two else None,
@@ -283,10 +288,10 @@ class ControllerTrainer:
                 # the controller that collected round r + 1 (the last dream controller was never played)
                 "collect_return_unperturbed": unperturbed[r] if source == "dream" and r < last else None,
                 "check_return_mean": float(ret),
-                "dream_fitness": fitness,
+                "dream_fitness": trained_fitness,
                 "weight": float(weights[i]),
             }
-            for i, ((r, source, _, fitness), ret) in enumerate(zip(candidates, returns, strict=True))
+            for i, ((r, source, _, trained_fitness), ret) in enumerate(zip(candidates, returns, strict=True))
         ]
         names = [f"round {r}{' recombined' if source == 'recombined' else ''}" for r, source, *_ in candidates]
         scores = ", ".join(f"{name}: {ret:.1f}" for name, ret in zip(names, returns, strict=True))
@@ -302,11 +307,12 @@ class ControllerTrainer:
         """The round's episodes (resumable: kept in the resume cache once complete): episode i of round r is
         played on track (ROUND, (r-1)*E + i) by a centre plus a Gaussian perturbation of std iterate.noise: the
         current (dream-trained) controller for i < n = iterate.dream_episodes, the recombined start its training
-        began from for the rest; each centre's first episode (i = 0, i = n) is unperturbed. Returns the (E, P)
-        parameters and the episodes, frames dropped."""
+        began from for the rest (round 1: iterate.first_centre); each centre's first episode (i = 0, i = n) is
+        unperturbed. Returns the (E, P) parameters and the episodes, frames dropped."""
         cfg, it = self.config, self.config.iterate
         theta, n = self.controller.params.numpy(), it.dream_episodes
-        start = self.recombined[-1] if self.recombined else theta  # round 1: no recombination yet
+        first = self.initial if it.first_centre == "initial" else theta  # round 1: no recombination yet
+        start = self.recombined[-1] if self.recombined else first
         centres = np.stack([theta if i < n else start for i in range(it.episodes)])  # (E, P)
         noise = [
             np.zeros_like(theta)
