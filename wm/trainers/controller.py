@@ -222,8 +222,8 @@ class ControllerTrainer:
             }
         )
         by_centre = ""
-        if len(dream) and len(start):  # did the dream's training beat its start in the game? (round 1: one centre)
-            two = r > 1 or self.config.iterate.first_centre == "initial"
+        if len(dream) and len(start):  # did the dream's training beat its start in the game?
+            two = r > 1 or self.config.iterate.first_centre == "initial"  # round 1 around the dream alone: one centre
             self.rounds[-1] |= {
                 "collect_return_dream_mean": float(dream.mean()) if two else None,
                 "collect_return_start_mean": float(start.mean()) if two else None,
