@@ -260,7 +260,7 @@ class IterateConfig(_Section):
     controller, retraining the world model on all data so far and retraining the controller in its dream."""
 
     rounds: int = Field(
-        4, ge=0, le=1000, description="Rounds after the first dream training (needs ctrl.train_in: dream)."
+        8, ge=0, le=1000, description="Rounds after the first dream training (needs ctrl.train_in: dream)."
     )
     episodes: int = Field(32, ge=1, le=MAX_EPISODES, description="Real episodes collected per round.")
     max_steps: int = Field(500, ge=2, le=100_000, description="Steps per collected episode at most.")
@@ -433,7 +433,7 @@ def ctrl_fingerprint(cfg: WorldModelAgentConfig) -> dict:
 
 # What round r of iterative training does not depend on: how many rounds follow it and how the published
 # controller is chosen after them. Their resume checkpoints leave these out, so `-S iterate.rounds=12`
-# continues a 4-round run and `-S iterate.publish=last` reuses every round.
+# continues an 8-round run and `-S iterate.publish=last` reuses every round.
 _AFTER_ROUNDS = {"rounds", "publish", "check_controllers", "check_episodes", "check_steps"}
 
 
