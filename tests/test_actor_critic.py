@@ -169,6 +169,22 @@ def test_rounds_train_the_actor_critic_and_collect_with_its_controller(data):  #
     assert t.rounds[-1]["dream_fitness"] == t.history[-1]["ctrl/train/dream_return"]
 
 
+def test_round_1_plays_half_around_the_initial_actor(data):  # noqa: F811 - the fixture
+    """iterate.first_centre: initial with the actor-critic: round 1's episodes not around the round-0 actor play
+    around the actor round 0 began from (episode 2 of 4 unperturbed), rebuilt here from the seed alone."""
+    ctrl = {"generations": 2, "max_steps": 20, "ac": AC_SMALL} | AC_PARAMS
+    cfg = parse_params(tiny_params(iterate=ROUNDS | {"rounds": 1, "episodes": 4, "publish": "last"}, ctrl=ctrl))
+    t = trainer(cfg, data)
+    t.fit(data[0])
+    spec, c = t.controller.spec, cfg.ctrl
+    initial = ActorCriticTrainer(spec, c.ac, cfg.fsq.dim + cfg.wm.hidden, cfg.seed, "cpu", run=0).model.actor
+    initial = initial.detach().numpy()
+    assert not np.array_equal(initial, t.round_controllers[0][0])  # round 0 trained the actor away from it
+    steps, world_model = t.round_data[0].steps, trainer(cfg, data).world_model  # the untrained round-0 model
+    a, b = steps.step_offsets[2:4]
+    np.testing.assert_array_equal(steps.actions[a:b], replay(cfg, t, initial, 2, world_model))
+
+
 def test_the_linear_controller_on_z_alone_trains_and_publishes(data, tmp_path):  # noqa: F811 - the fixture
     """Every valid params value runs: the actor-critic with the default controller (linear on z, no h)."""
     ctrl = {"optimizer": "actor_critic", "max_steps": 20, "ac": AC_SMALL}
