@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from wm import checkpoints
 from wm.agent import Agent
 from wm.checkpoints import read_published
 from wm.collect import DataCollector
@@ -140,6 +141,25 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
     for name in ("vae.pt", "wm.pt", "controller.pt"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     assert resumed.rounds == whole.rounds
+
+
+def test_more_rounds_than_the_cache_keeps_all_resume(data, tmp_path, monkeypatch, capsys):
+    """A run keeps every round's checkpoint even when it writes more than KEEP_RESUME (8 rounds write 9): a
+    rerun with another iterate.publish resumes round 0's CMA-ES, each round's world model and CMA-ES, and
+    collects nothing. Pruning them by use would make the rerun retrain round 0 and, as each retrained
+    round pushes the next checkpoint out, every round after it."""
+    monkeypatch.setenv("WM_CACHE_DIR", str(tmp_path / "cache"))
+    from wm.runtime import load_runtime
+
+    load_runtime.cache_clear()
+    monkeypatch.setattr(checkpoints, "KEEP_RESUME", 1)
+    trainer(config(publish="last"), data).fit(data[0])
+    capsys.readouterr()
+    pools = count_pools(monkeypatch)
+    trainer(config(publish="checked"), data).fit(data[0])
+    out = capsys.readouterr().out
+    assert out.count("ctrl: resuming from") == 3 and out.count("wm: resuming from") == 2
+    assert pools[0] == 1  # the check alone played the game
 
 
 def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp_path, monkeypatch):

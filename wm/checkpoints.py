@@ -29,7 +29,8 @@ from wm.provenance import code_hash
 PUBLISHED_FORMAT = "wm-weights/1"
 # Published model kinds and the stage that makes each.
 PRODUCERS = {"vae": "train_vae", "wm": "train_wm", "controller": "train_ctrl"}
-# Resume checkpoints kept per component (the most recently used); older ones are deleted.
+# Resume checkpoints kept per component (the most recently used), or all those of the run in progress if it
+# writes more (iterative training: one per round); older ones are deleted.
 KEEP_RESUME = 8
 
 
@@ -63,13 +64,18 @@ def fingerprint_changes(old: dict, new: dict) -> list[str]:
 class ResumeCache:
     """The resume checkpoint of one training run: `<cache_dir>/<component>/<hash of its key>.pt`."""
 
-    def __init__(self, cache_dir: Path, component: str, fingerprint: dict):
-        self.component, self.fingerprint = component, fingerprint
+    def __init__(self, cache_dir: Path, component: str, fingerprint: dict, runs: int = 1):
+        # runs: how many checkpoints the training in progress writes in this component (iterative training: one
+        # per round). Each is loaded or saved in turn, so they are its most recently used, and a prune that keeps
+        # as many never deletes one: else a rerun retrains round 0 and each retrained round prunes the next.
+        self.component, self.fingerprint, self.runs = component, fingerprint, runs
         key = hashlib.sha256(canonical_json(fingerprint).encode()).hexdigest()[:20]
         self.path = Path(cache_dir) / component / f"{key}.pt"
 
     @classmethod
-    def for_run(cls, cache_dir: Path, section: str, fingerprint: dict, length_key: str, device: str, code: str):
+    def for_run(
+        cls, cache_dir: Path, section: str, fingerprint: dict, length_key: str, device: str, code: str, runs: int = 1
+    ):
         """The cache of a training run, keyed by
         - its params fingerprint without its own length (`vae.epochs`, `ctrl.generations`, `ctrl.ac.updates`):
           raising the length continues a finished run exactly, so a longer run resumes from a shorter one's checkpoint;
@@ -84,7 +90,7 @@ class ResumeCache:
             node[name] = dict(node[name])
             node = node[name]
         del node[leaf]
-        return cls(cache_dir, section, key)
+        return cls(cache_dir, section, key, runs)
 
     def load(self, unit: str, limit: int, device: torch.device | str = "cpu") -> dict | None:
         """The checkpoint to resume from, or None: absent, unreadable, or further along (`ckpt[unit]` epochs
@@ -117,8 +123,10 @@ class ResumeCache:
         save_checkpoint(self.path, fingerprint=self.fingerprint, **payload)
         self.prune()
 
-    def prune(self, keep: int = KEEP_RESUME) -> None:
-        """Delete all but the `keep` most recently used checkpoints of this component."""
+    def prune(self, keep: int | None = None) -> None:
+        """Delete all but the `keep` (default: KEEP_RESUME, or the run's own if more) most recently used
+        checkpoints of this component."""
+        keep = max(KEEP_RESUME, self.runs) if keep is None else keep
         files = sorted(self.path.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in files[keep:]:
             if old != self.path:

@@ -69,7 +69,8 @@ class ControllerTrainer:
 
     def _cache(self, length_key: str = "generations", **run) -> ResumeCache:
         fingerprint = round_fingerprint(self.config) | {"run": run}
-        return ResumeCache.for_run(self.runtime.cache_dir, "ctrl", fingerprint, length_key, self.device.type, __name__)
+        rt, runs = self.runtime, self.config.iterate.rounds + 1  # round 0 and each round: a checkpoint each
+        return ResumeCache.for_run(rt.cache_dir, "ctrl", fingerprint, length_key, self.device.type, __name__, runs)
 
     def fit(
         self, tokens: str | Path | Tokens | None = None, metrics: Path | None = None, plots: Path | None = None
@@ -205,7 +206,7 @@ class ControllerTrainer:
         trainer = WorldModelTrainer(self.world_model, self.vae, self.config, self.runtime)
         # keyed by the rounds' params too: the data so far depends on them, not only on the world model's params
         wm_result = trainer.fit(
-            all_data, epochs=it.wm_epochs, run={"round": r, "rounds": round_fingerprint(self.config)}
+            all_data, epochs=it.wm_epochs, run={"round": r, "rounds": round_fingerprint(self.config)}, runs=it.rounds
         )
         self._train_in_dream(r, all_data, metrics, plots)
         self.rounds.append(

@@ -120,10 +120,11 @@ class WorldModelTrainer:
         plots: Path | None = None,
         epochs: int | None = None,
         run: dict | None = None,
+        runs: int = 1,
     ) -> TrainResult:
         """Train (resuming when possible) for `epochs` (default wm.epochs) from the model's current weights;
         `world_model` ends with the weights of the best validation epoch. `run` names this training among
-        several of the same params in the resume cache (the rounds of iterative training)."""
+        several of the same params in the resume cache (the rounds of iterative training), `runs` says how many."""
         cfg, w = self.config, self.config.wm
         epochs = w.epochs if epochs is None else epochs
         data = tokens if isinstance(tokens, Tokens) else load_tokens(tokens)
@@ -151,7 +152,13 @@ class WorldModelTrainer:
             self.world_model,
             TrainSpec("wm", epochs, w.lr, w.weight_decay, w.grad_clip, select="ce", train_metrics=TRAIN_METRICS),
             ResumeCache.for_run(
-                self.runtime.cache_dir, "wm", wm_fingerprint(cfg) | {"run": run}, "epochs", self.device.type, __name__
+                self.runtime.cache_dir,
+                "wm",
+                wm_fingerprint(cfg) | {"run": run},
+                "epochs",
+                self.device.type,
+                __name__,
+                runs,
             ),
             train_batches=lambda epoch: train_windows.epoch(epoch_generator(cfg.seed, epoch)),
             evaluate=lambda m: wm_validation(m, val_windows.epoch(None)) | reward_probe(m, data, val_eps),
