@@ -123,10 +123,10 @@ class ResumeCache:
         save_checkpoint(self.path, fingerprint=self.fingerprint, **payload)
         self.prune()
 
-    def prune(self, keep: int | None = None) -> None:
-        """Delete all but the `keep` (default: KEEP_RESUME, or the run's own if more) most recently used
-        checkpoints of this component."""
-        keep = max(KEEP_RESUME, self.runs) if keep is None else keep
+    def prune(self) -> None:
+        """Delete all but the KEEP_RESUME (or the run's own, if more) most recently used checkpoints of this
+        component."""
+        keep = max(KEEP_RESUME, self.runs)
         files = sorted(self.path.parent.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in files[keep:]:
             if old != self.path:
