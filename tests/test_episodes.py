@@ -86,6 +86,22 @@ def test_keep_some_or_no_frames(env, needs_frames):
     np.testing.assert_array_equal(none.rewards, full.rewards)
 
 
+@pytest.mark.parametrize("needs_frames", [False, True])
+def test_a_policy_that_reads_no_frames_plays_blind(env, needs_frames, monkeypatch):
+    # Nothing drawn when no frame is read or kept (the evaluation's random baseline), and the same episode.
+    drawn = run_episode(env, Spy(needs_frames), TRACK, np.random.default_rng(0), 120, keep_frames=1)
+    draws = []
+    inner = env.unwrapped
+    original = inner._render_road
+    monkeypatch.setattr(inner, "_render_road", lambda *a: draws.append(1) or original(*a))
+    played = run_episode(env, Spy(needs_frames), TRACK, np.random.default_rng(0), 120)
+    assert len(draws) == (121 if needs_frames else 0)  # reset and every step
+    assert played.ret == drawn.ret and played.ret > 0
+    for name in ("actions", "rewards", "terminated", "truncated"):
+        assert np.array_equal(getattr(played, name), getattr(drawn, name)), name
+    assert not inner.blind
+
+
 def test_max_steps_truncates(env):
     ep = run_episode(
         env, CorrelatedRandomPolicy(parse_params({}).collect.policy), TRACK, numpy_rng(0, Stream.COLLECT, 0), 20

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from wm.envs import FAST_ID, FastCarRacing, make_car_racing
+from wm.envs import FAST_ID, FastCarRacing, blind, make_car_racing
 from wm.envs.fast_car_racing import PANEL_TOP, STATE_H, WINDOW_H
 
 
@@ -90,6 +90,32 @@ def test_leaving_the_playfield_terminates_identically():
     assert reward == -100 and info == {"lap_finished": False}
     world = obs[: STATE_H * PANEL_TOP // WINDOW_H]
     assert (world == 0).all(axis=-1).any(), "the void beyond the playfield should be in view"
+
+
+def test_blind_steps_exactly_like_the_drawn_game():
+    # Driving along the track (tiles visited, rewards) and then off the playfield (termination, -100): a blind
+    # env must give the drawn env's rewards, flags and info with all-zero observations, and draw again after.
+    drawn, dark = make_car_racing(fast=True), make_car_racing(fast=True)
+    drawn.reset(seed=10)
+    with blind(dark):
+        obs, _ = dark.reset(seed=10)
+        assert not obs.any()
+        for t in range(300):
+            action = _follow_track(drawn)
+            out_d, out_b = drawn.step(action), dark.step(action)
+            assert out_d[1:] == out_b[1:], f"step {t}"
+            assert out_d[0].any() and not out_b[0].any()
+    assert drawn.unwrapped.tile_visited_count > 50
+    action = np.array([0.0, 0.3, 0.0], dtype=np.float32)
+    out_d, out_b = drawn.step(action), dark.step(action)
+    assert np.array_equal(out_d[0], out_b[0]) and out_d[1:] == out_b[1:]
+    with blind(dark):
+        for _ in range(2000):
+            out_d, out_b = drawn.step(action), dark.step(action)
+            assert out_d[1:] == out_b[1:]
+            if out_d[2]:
+                break
+    assert out_b[2] and out_b[1] == -100, "the car should have left the playfield"
 
 
 def test_domain_randomize_and_discrete_actions():

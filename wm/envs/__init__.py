@@ -5,6 +5,9 @@ Importing this package registers ``wm/FastCarRacing-v3`` with gymnasium.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import gymnasium as gym
 
 from wm.envs.fast_car_racing import FastCarRacing
@@ -41,4 +44,20 @@ def make_car_racing(fast: bool = True, max_episode_steps: int = 1000, **kwargs) 
     )
 
 
-__all__ = ["FAST_ID", "VERIFIED_GYMNASIUM", "FastCarRacing", "make_car_racing"]
+@contextmanager
+def blind(env: gym.Env, on: bool = True) -> Iterator[None]:
+    """Within the block (if `on`), a :class:`FastCarRacing` env does not draw its observations: they are all
+    zeros, while physics, rewards, flags and info stay those of the drawn game. For a policy that reads no
+    frames. The stock env keeps drawing."""
+    env = env.unwrapped
+    if not (on and isinstance(env, FastCarRacing)):
+        yield
+        return
+    env.blind = True
+    try:
+        yield
+    finally:
+        env.blind = False
+
+
+__all__ = ["FAST_ID", "VERIFIED_GYMNASIUM", "FastCarRacing", "blind", "make_car_racing"]
