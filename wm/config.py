@@ -322,7 +322,7 @@ class IterateConfig(_Section):
         "round's recombined start is checked too).",
     )
     check_episodes: int = Field(
-        4,
+        2,
         ge=1,
         le=MAX_EPISODES,
         description="Real episodes of iterate.check_steps per checked controller, on tracks of their own (the "
