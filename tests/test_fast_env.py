@@ -100,6 +100,7 @@ def test_blind_steps_exactly_like_the_drawn_game():
     with blind(dark):
         obs, _ = dark.reset(seed=10)
         assert not obs.any()
+        obs[:] = 255  # each observation is the caller's own array, as a drawn one is
         for t in range(300):
             action = _follow_track(drawn)
             out_d, out_b = drawn.step(action), dark.step(action)

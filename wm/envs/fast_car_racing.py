@@ -32,7 +32,7 @@ builds a new font, draws a 1000x800 frame, flips it and smooth-scales it to the 
   the font is built once and score text surfaces are cached by string.
 
 * **Blind episodes.** With ``blind`` set, ``state_pixels`` observations are not drawn at all (each one is
-  the same all-zero array): a policy that reads no frames (the random data policy of the evaluation
+  an all-zero array): a policy that reads no frames (the random data policy of the evaluation
   baseline) gets the same physics, rewards, flags and info ~10x faster. Drawing has no effect on the
   simulation: stock ``step`` renders after ``world.Step`` and computes the reward from the contact
   listener's tile count.
@@ -132,7 +132,6 @@ class FastCarRacing(CarRacing):
         self._font: pygame.font.Font | None = None
         self._text_cache: dict[str, pygame.Surface] = {}
         self.blind = False  # skip drawing state_pixels observations (module docstring, "Blind episodes")
-        self._blank = np.zeros((STATE_H, STATE_W, 3), dtype=np.uint8)
 
     # -- geometry -------------------------------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class FastCarRacing(CarRacing):
         if mode != "state_pixels":
             return super()._render(mode)
         if self.blind:
-            return self._blank
+            return np.zeros((STATE_H, STATE_W, 3), dtype=np.uint8)  # a fresh array, as a drawn frame is
         pygame.font.init()
         if "t" not in self.__dict__:
             return None  # reset() not called yet
