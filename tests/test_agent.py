@@ -9,7 +9,16 @@ import torch
 
 from wm.agent import Agent, AgentModels, load_agent
 from wm.config import ControllerConfig, FSQConfig, ctrl_fingerprint, parse_params, vae_fingerprint, wm_fingerprint
-from wm.episodes import ALL_FRAMES, EpisodeTask, init_worker, make_env, play_episodes, run_agent_episodes, run_episode
+from wm.episodes import (
+    ALL_FRAMES,
+    EpisodeTask,
+    init_worker,
+    make_env,
+    play_episodes,
+    play_task,
+    run_agent_episodes,
+    run_episode,
+)
 from wm.errors import WmError
 from wm.evaluate import beside_reconstructions, evaluate_real, save_gif
 from wm.frames import preprocess
@@ -400,6 +409,34 @@ def test_lockstep_episodes_equal_episodes_played_alone(models, env, use_hidden):
         for field in ("actions", "rewards", "terminated", "truncated", "frames"):
             a, b = getattr(together[k], field), getattr(alone, field)
             assert (a is None and b is None) or np.array_equal(a, b), f"episode {k}: {field}"
+
+
+def test_kept_tokens_are_the_ones_the_agent_acted_on(models, env):
+    """A round's data is the tokens and codes the agent computed as it played, never encoded a second time:
+    each kept episode has the T+1 tokens and codes of its T+1 frames (the last one after the last action),
+    checked against the batch-invariant V on the kept frames; an episode that keeps none has none. A lone
+    episode that keeps them (EpisodeWorker.play) is played in the lockstep loop that records them."""
+    cfg, _, stats_vae, world_model = models
+    agent = Agent(stats_vae, EvolutionaryController(cfg.controller), world_model)
+    params = np.random.default_rng(5).normal(0, 2, (3, agent.controller.spec.num_params)).astype(np.float32)
+    tasks = [
+        EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 12, params[0], ALL_FRAMES, keep_tokens=True),
+        EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 25, params[1], ALL_FRAMES, keep_tokens=True),
+        EpisodeTask((Stream.EVAL, 0), (Stream.EVAL, 0), 18, params[2], ALL_FRAMES),
+    ]
+    together = run_agent_episodes([make_env(cfg, fast=True) for _ in tasks], agent, params, [11, 12, 13], tasks)
+    for ep in together[:2]:
+        assert ep.tokens.shape == (ep.steps + 1,) and ep.codes.shape == (ep.steps + 1, cfg.fsq.dim)
+        with torch.no_grad():
+            tokens, codes = stats_vae.encode(torch.from_numpy(ep.frames))  # (T+1,), (T+1, D)
+        assert len(np.unique(tokens)) >= 4  # the code changes over the episode
+        np.testing.assert_array_equal(ep.tokens, tokens.numpy())
+        np.testing.assert_array_equal(ep.codes, codes.numpy())
+    assert together[2].tokens is None and together[2].codes is None
+
+    init_worker(cfg, True, AgentModels.of(stats_vae, cfg.controller, world_model))
+    alone = play_task(EpisodeTask((Stream.EVAL, 3), (Stream.EVAL, 3), 9, params[0], keep_tokens=True))
+    assert alone.tokens.shape == (10,) and alone.frames is None
 
 
 def test_play_episodes_is_the_same_for_any_worker_count(models):

@@ -21,6 +21,8 @@ from wm.es import recombine
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
+from wm.parallel import WorkerPool, pool_workers
+from wm.runtime import RuntimeSettings
 from wm.seeding import Stream, numpy_rng, track_seed
 from wm.trainers import controller as controller_module
 from wm.trainers.controller import ControllerTrainer
@@ -46,11 +48,11 @@ def data(tmp_path_factory):
     return root / "tokens.h5", vae.state_dict()
 
 
-def trainer(cfg, data) -> ControllerTrainer:
+def trainer(cfg, data, runtime: RuntimeSettings | None = None) -> ControllerTrainer:
     vae = FSQVAE(cfg.fsq_vae)
     vae.load_state_dict(data[1])
     torch.manual_seed(1)
-    return ControllerTrainer(vae.eval(), WorldModel(cfg.world_model), cfg)
+    return ControllerTrainer(vae.eval(), WorldModel(cfg.world_model), cfg, runtime)
 
 
 def replay(cfg, t: ControllerTrainer, params: np.ndarray, index: int, world_model: WorldModel) -> np.ndarray:
@@ -66,17 +68,37 @@ def episode_returns(data) -> np.ndarray:
     return np.array([rewards[a:b].sum(dtype=np.float64) for a, b in zip(o[:-1], o[1:], strict=True)])
 
 
-def count_pools(monkeypatch) -> list[int]:
-    """From now on, count the worker pools the trainer opens (each round's collection, the check): a one-item
-    list, so the count stays readable after the calls."""
-    opened, original = [0], controller_module.open_pool
+def count_games(monkeypatch) -> list[int]:
+    """From now on, count the times the trainer plays the real game (a round's collection, the check): a
+    one-item list, so the count stays readable after the calls."""
+    played, original = [0], WorkerPool.map
 
-    def counting_pool(*args, **kwargs):
-        opened[0] += 1
-        return original(*args, **kwargs)
+    def counting_map(self, *args, **kwargs):
+        played[0] += 1
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(controller_module, "open_pool", counting_pool)
-    return opened
+    monkeypatch.setattr(WorkerPool, "map", counting_map)
+    return played
+
+
+def spy_pools(monkeypatch) -> list[dict]:
+    """From now on, record each worker pool the trainer opens: {"exited": None until closed, then the type of
+    the exception it was closed on, or "cleanly"}."""
+    pools = []
+
+    class SpyPool(WorkerPool):
+        def __exit__(self, exc_type, *exc) -> None:
+            pools[self.index]["exited"] = exc_type or "cleanly"
+            super().__exit__(exc_type, *exc)
+
+    def open_spy(runtime, most, initializer, initargs):
+        pool = SpyPool(pool_workers(runtime, most), initializer, initargs)
+        pool.index = len(pools)
+        pools.append({"exited": None})
+        return pool
+
+    monkeypatch.setattr(controller_module, "open_pool", open_spy)
+    return pools
 
 
 def test_each_round_collects_with_the_previous_rounds_controller(data):
@@ -129,18 +151,49 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(controller_module.WorldModelTrainer, "fit", dying_fit)
+    pools = spy_pools(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         trainer(cfg, data).fit(data[0])
+    assert pools == [{"exited": KeyboardInterrupt}]  # the pool that collected round 1 stops with the run
     monkeypatch.setattr(controller_module.WorldModelTrainer, "fit", original)
 
-    pools = count_pools(monkeypatch)
+    games = count_games(monkeypatch)
     resumed = trainer(cfg, data)
     resumed.fit(data[0])
-    assert pools[0] == 2  # round 1's episodes from the cache; only round 2 and the check played the game
+    assert games[0] == 2  # round 1's episodes from the cache; only round 2 and the check played the game
     resumed.publish(tmp_path / "resumed")
     for name in ("vae.pt", "wm.pt", "controller.pt"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     assert resumed.rounds == whole.rounds
+
+
+@pytest.mark.parametrize("use_hidden", [False, True])
+def test_one_worker_pool_serves_the_rounds_and_the_check(data, monkeypatch, use_hidden):
+    """Starting a pool costs seconds (processes import torch and build envs), so one pool plays every round's
+    collection and the check and closes when the fit ends; a controller that reads h gets a fresh pool for
+    each game instead, since each round retrains the world model its workers run."""
+    cfg = parse_params(tiny_params(iterate=ROUNDS, ctrl={"generations": 2, "max_steps": 20, "use_hidden": use_hidden}))
+    pools = spy_pools(monkeypatch)
+    trainer(cfg, data).fit(data[0])
+    assert pools == [{"exited": "cleanly"}] * (3 if use_hidden else 1)  # 2 rounds' collections and the check
+
+
+def test_the_rounds_are_the_same_on_two_worker_processes(data, tmp_path, monkeypatch):
+    """The shared pool's 2 processes keep their envs from round to round: the same rounds and the same
+    published agent as one in-process worker."""
+    cfg = config()
+    runs = {}
+    for workers in (1, 2):
+        t = trainer(cfg, data, RuntimeSettings(workers=workers, cache_dir=tmp_path / f"cache{workers}"))
+        t.fit(data[0])
+        t.publish(tmp_path / str(workers))
+        runs[workers] = t
+    assert runs[2].rounds == runs[1].rounds and runs[2].checks == runs[1].checks
+    for one, two in zip(runs[1].round_data, runs[2].round_data, strict=True):
+        np.testing.assert_array_equal(two.tokens, one.tokens)
+        np.testing.assert_array_equal(two.steps.actions, one.steps.actions)
+    for name in ("vae.pt", "wm.pt", "controller.pt"):
+        assert (tmp_path / "2" / name).read_bytes() == (tmp_path / "1" / name).read_bytes(), name
 
 
 def test_more_rounds_than_the_cache_keeps_all_resume(data, tmp_path, monkeypatch, capsys):
@@ -155,11 +208,11 @@ def test_more_rounds_than_the_cache_keeps_all_resume(data, tmp_path, monkeypatch
     monkeypatch.setattr(checkpoints, "KEEP_RESUME", 1)
     trainer(config(publish="last"), data).fit(data[0])
     capsys.readouterr()
-    pools = count_pools(monkeypatch)
+    games = count_games(monkeypatch)
     trainer(config(publish="checked"), data).fit(data[0])
     out = capsys.readouterr().out
     assert out.count("ctrl: resuming from") == 3 and out.count("wm: resuming from") == 2
-    assert pools[0] == 1  # the check alone played the game
+    assert games[0] == 1  # the check alone played the game
 
 
 def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp_path, monkeypatch):
@@ -192,13 +245,13 @@ def test_the_check_publishes_the_best_rounds_controller_by_real_return(data, tmp
     assert t.real_steps == int(t._tokens(data[0]).steps.step_offsets[-1]) + collected + steps
     assert (tmp_path / "plots" / "check.csv").exists()
 
-    pools = count_pools(monkeypatch)
+    games = count_games(monkeypatch)
     last = trainer(
         config(publish="last", check_controllers=2, check_episodes=2, check_steps=30, recombine=False, dream_share=1.0),
         data,
     )
     last.fit(data[0])
-    assert pools[0] == 0  # every round from the resume cache, and no check
+    assert games[0] == 0  # every round from the resume cache, and no check
     assert last.rounds == t.rounds and not last.checks
     np.testing.assert_array_equal(last.controller.params.numpy(), t.round_controllers[-1][0])
 
@@ -250,9 +303,9 @@ def test_round_checkpoints_are_keyed_by_the_rounds_params(data, tmp_path, monkey
         assert torch.equal(a, b)
     assert after.rounds == fresh.rounds
 
-    pools = count_pools(monkeypatch)
+    games = count_games(monkeypatch)
     longer = run("fresh", noise=0.1, rounds=2)
-    assert pools[0] == 1  # only round 2 played the game
+    assert games[0] == 1  # only round 2 played the game
     assert longer.rounds[0] == fresh.rounds[0]
 
 

@@ -59,14 +59,23 @@ class Agent:
     @torch.no_grad()
     def step_many(self, frames: np.ndarray, params: torch.Tensor, state) -> tuple[np.ndarray, object]:
         """K episodes in lockstep, one controller each: frames (K, 64, 64, 3) uint8, params (K, P), the world
-        model's state of K rows (None without h) -> actions (K, 3) float32 and the next state.
+        model's state of K rows (None without h) -> actions (K, 3) float32 and the next state."""
+        return self.act_many(*self.encode(frames), params, state)
 
-        Only the encoder runs on the batch (most of an agent's step on a CPU). The world model and the
-        controllers run row by row: their batched products differ in the last bits from one row at a time, and
-        with h those bits feed back into every later step."""
-        tokens, z = self.vae.encode(torch.from_numpy(frames))  # (K,), (K, D)
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (K, 64, 64, 3) uint8 -> tokens (K,) int64 and FSQ codes (K, D), in one VAE batch (most of an
+        agent's step on a CPU)."""
+        return self.vae.encode(torch.from_numpy(frames))
+
+    @torch.no_grad()
+    def act_many(self, tokens: torch.Tensor, z: torch.Tensor, params: torch.Tensor, state) -> tuple[np.ndarray, object]:
+        """`step_many` after the encoder: tokens (K,), codes (K, D) -> actions (K, 3) and the next state.
+
+        The world model and the controllers run row by row: their batched products differ in the last bits
+        from one row at a time, and with h those bits feed back into every later step."""
         rows = []
-        for k in range(len(frames)):
+        for k in range(len(tokens)):
             row_state = None if state is None else tuple(x[:, k : k + 1] for x in state)  # (1, 1, H) each
             h = None if row_state is None else WorldModel.hidden_of(row_state)  # (1, H)
             action = self.controller.spec.act(params[k : k + 1], self.controller.spec.observation(z[k : k + 1], h))

@@ -41,6 +41,8 @@ class Episode:
     truncated: np.ndarray  # (T,) bool: a step limit ended it
     track_seed: int
     frames: np.ndarray | None = None  # (K, 64, 64, 3) uint8: the first K <= T+1 preprocessed frames, if kept
+    tokens: np.ndarray | None = None  # (T+1,) int64: the agent's token of every frame, the last one included
+    codes: np.ndarray | None = None  # (T+1, D) float32: their FSQ codes (both only if kept)
 
     def __post_init__(self) -> None:
         T = len(self.actions)
@@ -48,6 +50,8 @@ class Episode:
             len(a) == T for a in (self.rewards, self.terminated, self.truncated)
         )
         assert self.frames is None or (self.frames.dtype == np.uint8 and len(self.frames) <= T + 1)
+        assert (self.tokens is None) == (self.codes is None)
+        assert self.tokens is None or (self.tokens.shape == (T + 1,) and len(self.codes) == T + 1)
 
     @property
     def steps(self) -> int:
@@ -67,14 +71,22 @@ def make_env(cfg: WorldModelAgentConfig, fast: bool) -> gymnasium.Env:
 class _Recorder:
     """One episode's record as it is played: kept frames, actions, rewards, done flags and the count of steps
     without reward. A frame is preprocessed only where it is used: every step for a policy that reads frames
-    (`pre`), otherwise the kept raw observations are preprocessed in one batch at the end."""
+    (`pre`), otherwise the kept raw observations are preprocessed in one batch at the end. The agent's tokens
+    and codes, when kept, are added by `run_agent_episodes` (`encoded`)."""
 
     def __init__(self, obs: np.ndarray, seed: int, max_steps: int, keep_frames: int, hopeless_steps: int, pre: bool):
         self.obs, self.seed, self.max_steps, self.keep_frames = obs, seed, max_steps, keep_frames
         self.hopeless_steps, self.pre = hopeless_steps, pre
         self.kept: list[np.ndarray] = []  # frames if `pre`, else raw observations
         self.actions, self.rewards, self.terminated, self.truncated = [], [], [], []
+        self.tokens: list[torch.Tensor] = []  # (1,) int64 each
+        self.codes: list[torch.Tensor] = []  # (1, D) float32 each
         self.no_reward = 0
+
+    def encoded(self, tokens: torch.Tensor, codes: torch.Tensor) -> None:
+        """The agent's token (1,) and code (1, D) of the current frame."""
+        self.tokens.append(tokens)
+        self.codes.append(codes)
 
     def frame(self) -> np.ndarray | None:
         """The current observation as the policy sees it: (64, 64, 3) uint8, or None for a blind policy."""
@@ -97,6 +109,9 @@ class _Recorder:
         if len(self.actions) < self.keep_frames:  # the observation after the last action completes the last step
             self.kept.append(preprocess(self.obs) if self.pre else self.obs)
         frames = None if not self.kept else np.stack(self.kept) if self.pre else preprocess(np.stack(self.kept))
+        tokens = codes = None
+        if self.tokens:
+            tokens, codes = torch.cat(self.tokens).numpy(), torch.cat(self.codes).numpy()  # (T+1,), (T+1, D)
         return Episode(
             actions=np.stack(self.actions).astype(np.float32),
             rewards=np.asarray(self.rewards, dtype=np.float32),
@@ -104,6 +119,8 @@ class _Recorder:
             truncated=np.asarray(self.truncated, dtype=bool),
             track_seed=self.seed,
             frames=frames,
+            tokens=tokens,
+            codes=codes,
         )
 
 
@@ -139,27 +156,36 @@ def run_agent_episodes(
     envs: list[gymnasium.Env], agent: Agent, params: np.ndarray, seeds: list[int], tasks: list[EpisodeTask]
 ) -> list[Episode]:
     """Play len(envs) agent episodes in lockstep, one per env: row k of `params` (K, P) drives track seeds[k]
-    under tasks[k]'s step limit, kept frames and hopeless steps. Each step encodes the frames of all running
-    episodes in one VAE batch (and one world-model step): per-frame work, not the env, bounded the real game
-    with one frame at a time. An episode equals the one `run_episode` plays alone (tested) but for the rare FSQ
-    code that the batch's last-bit differences in the encoder flip (hence `ctrl.lockstep` is a param)."""
+    under tasks[k]'s step limit, kept frames, kept tokens and hopeless steps. Each step encodes the frames of
+    all running episodes in one VAE batch (and one world-model step): per-frame work, not the env, bounded the
+    real game with one frame at a time. An episode equals the one `run_episode` plays alone (tested) but for the
+    rare FSQ code that the batch's last-bit differences in the encoder flip (hence `ctrl.lockstep` is a param).
+    Kept tokens are the ones the agent acted on, and the final observations' in one batch at the end."""
     recs = []
     for env, seed, task in zip(envs, seeds, tasks, strict=True):
         obs, _ = env.reset(seed=seed)
         recs.append(_Recorder(obs, seed, task.max_steps, task.keep_frames, task.hopeless_steps, pre=True))
     weights = torch.as_tensor(params, dtype=torch.float32)  # (K, P)
     running, state = list(range(len(recs))), agent.initial_state(len(recs))
+    keep = [k for k, task in enumerate(tasks) if task.keep_tokens]
     while running:
         frames = np.stack([recs[k].frame() for k in running])  # (K', 64, 64, 3)
-        actions, state = agent.step_many(frames, weights[running], state)  # (K', 3)
+        tokens, z = agent.encode(frames)  # (K',), (K', D)
+        actions, state = agent.act_many(tokens, z, weights[running], state)  # (K', 3)
         still = []
         for i, k in enumerate(running):
+            if tasks[k].keep_tokens:
+                recs[k].encoded(tokens[i : i + 1], z[i : i + 1])
             obs, reward, term, trunc, _ = envs[k].step(actions[i])
             if not recs[k].record(actions[i], obs, reward, term, trunc):
                 still.append(i)
         if len(still) < len(running):  # drop ended episodes' rows, the LSTM state's too: (1, K', H)
             running = [running[i] for i in still]
             state = None if state is None else tuple(x[:, still] for x in state)
+    if keep:  # the observation after each last action: a data episode's T+1-th frame
+        tokens, z = agent.encode(np.stack([preprocess(recs[k].obs) for k in keep]))  # (K'',), (K'', D)
+        for i, k in enumerate(keep):
+            recs[k].encoded(tokens[i : i + 1], z[i : i + 1])
     return [rec.finish() for rec in recs]
 
 
@@ -174,6 +200,10 @@ class EpisodeTask:
     params: np.ndarray | None = None
     keep_frames: int = 0
     hopeless_steps: int = 0
+    keep_tokens: bool = False  # the agent's tokens and codes of every frame (a round's data: no re-encoding)
+
+    def __post_init__(self) -> None:
+        assert self.params is not None or not self.keep_tokens, "only an agent's episode has tokens to keep"
 
 
 class EpisodeWorker:
@@ -190,6 +220,8 @@ class EpisodeWorker:
         return self.envs[0]
 
     def play(self, task: EpisodeTask) -> Episode:
+        if task.keep_tokens:  # the agent's tokens come from the lockstep loop
+            return self.play_many([task])[0]
         policy = self.random_policy
         if task.params is not None:
             assert self.agent is not None, "this worker was built without models"
@@ -203,7 +235,7 @@ class EpisodeWorker:
         """The tasks' episodes in order: the agent's in lockstep (one env each), the random policy's one by one
         (it reads no frames, so there is nothing to batch)."""
         agent = [i for i, t in enumerate(tasks) if t.params is not None]
-        if len(agent) < 2:
+        if len(agent) < 2 and not any(tasks[i].keep_tokens for i in agent):
             return [self.play(t) for t in tasks]
         assert self.agent is not None, "this worker was built without models"
         while len(self.envs) < len(agent):

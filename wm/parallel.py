@@ -177,9 +177,15 @@ def ray_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
-def open_pool(runtime: RuntimeSettings, most: int, initializer: Callable, initargs: tuple) -> WorkerPool:
-    """The pool the runtime settings ask for (backend, workers; 0 = every core of this machine or of the Ray
-    cluster), with at most `most` workers since more would idle."""
+def pool_workers(runtime: RuntimeSettings, most: int) -> int:
+    """The workers `open_pool` starts for at most `most` work items: the runtime's (0 = every core of this
+    machine or of the Ray cluster), no more than `most` since more would idle."""
     if runtime.backend == "ray":
-        return RayWorkerPool(max(1, min(runtime.workers or ray_cpus(), most)), initializer, initargs)
-    return WorkerPool(max(1, min(runtime.num_workers, most)), initializer, initargs)
+        return max(1, min(runtime.workers or ray_cpus(), most))
+    return max(1, min(runtime.num_workers, most))
+
+
+def open_pool(runtime: RuntimeSettings, most: int, initializer: Callable, initargs: tuple) -> WorkerPool:
+    """The pool the runtime settings ask for (backend, `pool_workers` workers)."""
+    pool = RayWorkerPool if runtime.backend == "ray" else WorkerPool
+    return pool(pool_workers(runtime, most), initializer, initargs)

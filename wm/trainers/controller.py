@@ -5,6 +5,8 @@ retraining the controller in the new dream, then a real-game check that picks th
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +17,15 @@ from wm.checkpoints import ResumeCache
 from wm.config import WorldModelAgentConfig, ctrl_fingerprint, round_fingerprint, vae_fingerprint, wm_fingerprint
 from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tokens
 from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
-from wm.episodes import ALL_FRAMES, Episode, EpisodeTask, init_worker, lockstep_groups, play_episodes
+from wm.episodes import Episode, EpisodeTask, init_worker, lockstep_groups, play_episodes
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, recombination_weights, recombine, run_cma_es
 from wm.fidelity import spearman
 from wm.files import write_csv, write_json
-from wm.interrupt import raise_if_interrupted
 from wm.models.controller import EvolutionaryController
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
-from wm.parallel import WorkerPool, open_pool
+from wm.parallel import WorkerPool, open_pool, pool_workers
 from wm.runtime import RuntimeSettings, load_runtime, resolve_device
 from wm.seeding import Stream, int_seed, numpy_rng
 from wm.trainers.actor_critic import ActorCriticTrainer
@@ -66,6 +67,7 @@ class ControllerTrainer:
         self.checks: list[dict] = []  # one row per controller of the real-game check (iterate.publish)
         self.real_steps = 0  # real-game steps used for training: data, rounds, real-game fitness
         self.actor_critic: ActorCriticTrainer | None = None  # ctrl.optimizer: actor_critic, kept across rounds
+        self._pool: WorkerPool | None = None  # the real-game workers, open for a whole fit (_real_pool)
 
     def _cache(self, length_key: str = "generations", **run) -> ResumeCache:
         fingerprint = round_fingerprint(self.config) | {"run": run}
@@ -91,6 +93,13 @@ class ControllerTrainer:
         )
         self.history, self.rounds, self.round_data, self.actor_critic = [], [], [], None
         self.round_controllers, self.recombined, self.checks = [], [], []
+        with self._pool_scope():
+            self._fit(tokens, metrics, plots)
+        self._write(metrics, plots)
+        return self.controller
+
+    def _fit(self, tokens: str | Path | Tokens | None, metrics: Path | None, plots: Path | None) -> None:
+        cfg, c = self.config, self.config.ctrl
         if c.train_in == "real":
             self.real_steps = 0 if tokens is None else int(self._tokens(tokens).steps.step_offsets[-1])
             with self._real_pool((c.popsize + 1) * c.rollouts) as pool:
@@ -109,16 +118,40 @@ class ControllerTrainer:
                 self._round(r, data, metrics, plots)
             if cfg.iterate.rounds and cfg.iterate.publish != "last":
                 self._check()
-        self._write(metrics, plots)
-        return self.controller
 
-    def _real_pool(self, tasks: int) -> WorkerPool:
+    def _real_pool(self, tasks: int) -> contextlib.AbstractContextManager[WorkerPool]:
         """Workers that play real-game episodes with the current V, M (for a controller that reads h) and C,
-        as many as `tasks` episodes in lockstep groups of `ctrl.lockstep` can keep busy."""
+        as many as `tasks` episodes in lockstep groups of `ctrl.lockstep` can keep busy.
+
+        One pool serves every round's collection and the check (`with` leaves it open; `fit` closes it):
+        starting one spawns processes that import torch and build envs, ~4 s on 2 cores, 9 times in the
+        default's rounds. Only a controller that reads h needs a fresh pool each time, since every round
+        retrains the world model its workers run. Which worker plays an episode never changes it
+        (wm/parallel.py), so sharing the pool changes no output."""
         cfg = self.config
         models = AgentModels.of(self.vae, cfg.controller, self.world_model)
         most = lockstep_groups(tasks, cfg.ctrl.lockstep)
-        return open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models))
+        if cfg.ctrl.use_hidden:
+            return open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models))
+        if self._pool is None or self._pool.workers < pool_workers(self.runtime, most):
+            self._close_pool()
+            self._pool = open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models))
+        return contextlib.nullcontext(self._pool)
+
+    @contextlib.contextmanager
+    def _pool_scope(self) -> Iterator[None]:
+        """Close the shared pool when the fit ends; on an error or interrupt, stop its work in flight too."""
+        try:
+            yield
+        except BaseException as err:
+            self._close_pool(type(err), err, err.__traceback__)
+            raise
+        self._close_pool()
+
+    def _close_pool(self, *exc) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.__exit__(*(exc or (None, None, None)))
 
     @staticmethod
     def _tokens(tokens: str | Path | Tokens) -> Tokens:
@@ -327,26 +360,16 @@ class ControllerTrainer:
             self.round_data.append(load_tokens(store))
             return params, self._episodes_of(self.round_data[-1])
         tracks = [(Stream.ROUND, (r - 1) * it.episodes + i) for i in range(it.episodes)]
-        tasks = [EpisodeTask(t, t, it.max_steps, p, ALL_FRAMES) for t, p in zip(tracks, params, strict=True)]
+        # The tokens the agent acted on are the round's data: no frames to ship back and encode again
+        tasks = [EpisodeTask(t, t, it.max_steps, p, keep_tokens=True) for t, p in zip(tracks, params, strict=True)]
         with self._real_pool(it.episodes) as pool:
             episodes = play_episodes(
                 pool, tasks, f"round {r} collect", self.runtime.progress, lockstep=cfg.ctrl.lockstep
             )
-        tokens, codes = self._encode(np.concatenate([ep.frames for ep in episodes]))
+        tokens, codes = np.concatenate([ep.tokens for ep in episodes]), np.concatenate([ep.codes for ep in episodes])
         write_tokens(store, tokens, codes, steps_of(episodes), {"levels": cfg.fsq.levels, "seed": cfg.seed, "round": r})
         self.round_data.append(load_tokens(store))
         return params, self._episodes_of(self.round_data[-1])
-
-    @torch.no_grad()
-    def _encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        vae, bs = self.vae.to(self.device).eval(), self.config.encode.batch_size
-        tokens, codes = [], []
-        for i in range(0, len(frames), bs):
-            raise_if_interrupted()
-            idx, z = vae.encode(torch.from_numpy(frames[i : i + bs]).to(self.device))
-            tokens.append(idx.cpu().numpy())
-            codes.append(z.cpu().numpy())
-        return np.concatenate(tokens), np.concatenate(codes)
 
     @staticmethod
     def _episodes_of(data: Tokens) -> list[Episode]:
