@@ -220,31 +220,30 @@ class EpisodeWorker:
         return self.envs[0]
 
     def play(self, task: EpisodeTask) -> Episode:
-        if task.keep_tokens:  # the agent's tokens come from the lockstep loop
-            return self.play_many([task])[0]
-        policy = self.random_policy
-        if task.params is not None:
-            assert self.agent is not None, "this worker was built without models"
-            self.agent.set_params(task.params)
-            policy = self.agent
-        seed = track_seed(self.cfg.seed, *task.track)
-        rng = numpy_rng(self.cfg.seed, *task.noise)
-        return run_episode(self.env, policy, seed, rng, task.max_steps, task.keep_frames, None, task.hopeless_steps)
+        return self.play_many([task])[0]
 
     def play_many(self, tasks: list[EpisodeTask]) -> list[Episode]:
-        """The tasks' episodes in order: the agent's in lockstep (one env each), the random policy's one by one
-        (it reads no frames, so there is nothing to batch)."""
+        """The tasks' episodes in order: the agent's in lockstep (one env each; a lone one is a lockstep of one,
+        which plays as `run_episode` does), the random policy's one by one (it reads no frames, so there is
+        nothing to batch)."""
         agent = [i for i, t in enumerate(tasks) if t.params is not None]
-        if len(agent) < 2 and not any(tasks[i].keep_tokens for i in agent):
-            return [self.play(t) for t in tasks]
-        assert self.agent is not None, "this worker was built without models"
-        while len(self.envs) < len(agent):
-            self.envs.append(make_env(self.cfg, self.fast_env))
-        seeds = [track_seed(self.cfg.seed, *tasks[i].track) for i in agent]
-        params = np.stack([tasks[i].params for i in agent])
-        batch = run_agent_episodes(self.envs[: len(agent)], self.agent, params, seeds, [tasks[i] for i in agent])
-        played = dict(zip(agent, batch, strict=True))
-        return [played[i] if i in played else self.play(t) for i, t in enumerate(tasks)]
+        played = {}
+        if agent:
+            assert self.agent is not None, "this worker was built without models"
+            while len(self.envs) < len(agent):
+                self.envs.append(make_env(self.cfg, self.fast_env))
+            seeds = [track_seed(self.cfg.seed, *tasks[i].track) for i in agent]
+            params = np.stack([tasks[i].params for i in agent])
+            batch = run_agent_episodes(self.envs[: len(agent)], self.agent, params, seeds, [tasks[i] for i in agent])
+            played = dict(zip(agent, batch, strict=True))
+        return [played[i] if i in played else self._play_random(t) for i, t in enumerate(tasks)]
+
+    def _play_random(self, task: EpisodeTask) -> Episode:
+        seed = track_seed(self.cfg.seed, *task.track)
+        rng = numpy_rng(self.cfg.seed, *task.noise)
+        return run_episode(
+            self.env, self.random_policy, seed, rng, task.max_steps, task.keep_frames, None, task.hopeless_steps
+        )
 
 
 _worker: dict[str, EpisodeWorker] = {}

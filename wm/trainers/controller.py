@@ -129,13 +129,17 @@ class ControllerTrainer:
         retrains the world model its workers run. Which worker plays an episode never changes it
         (wm/parallel.py), so sharing the pool changes no output."""
         cfg = self.config
-        models = AgentModels.of(self.vae, cfg.controller, self.world_model)
         most = lockstep_groups(tasks, cfg.ctrl.lockstep)
-        if cfg.ctrl.use_hidden:
+
+        def fresh() -> WorkerPool:  # the models are copied for the workers only when a pool starts
+            models = AgentModels.of(self.vae, cfg.controller, self.world_model)
             return open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models))
+
+        if cfg.ctrl.use_hidden:
+            return fresh()
         if self._pool is None or self._pool.workers < pool_workers(self.runtime, most):
             self._close_pool()
-            self._pool = open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models))
+            self._pool = fresh()
         return contextlib.nullcontext(self._pool)
 
     @contextlib.contextmanager
