@@ -31,7 +31,7 @@ def main(
     from wm.config import ctrl_fingerprint, vae_fingerprint, wm_fingerprint
     from wm.datafiles import load_tokens
     from wm.dream import ContextStarts, make_dream
-    from wm.episodes import init_worker, lockstep_groups
+    from wm.episodes import init_worker
     from wm.evaluate import beside_reconstructions, dream_replay, evaluate_real, fidelity, save_gif
     from wm.fidelity import controller_panel
     from wm.files import write_csv, write_json
@@ -51,7 +51,7 @@ def main(
     ctrl = EvolutionaryController.from_file(agent / "controller.pt", ctrl_fingerprint(cfg))
     record = e.video_steps if e.video else 0
     levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}  # the dream it was trained in
-    most = lockstep_groups(max(2 * e.episodes, e.fidelity_panel * e.fidelity_tracks), c.lockstep)
+    most = max(2 * e.episodes, e.fidelity_panel * e.fidelity_tracks)  # episodes played at once
     with open_pool(
         runtime, most, init_worker, (cfg, runtime.fast_env, AgentModels.of(vae, cfg.controller, world_model))
     ) as pool:

@@ -128,7 +128,7 @@ class SpyPool:
     """Passes map calls on to a real pool and keeps the episodes (each item a lockstep group's list)."""
 
     def __init__(self, pool):
-        self.pool, self.episodes = pool, []
+        self.pool, self.workers, self.episodes = pool, pool.workers, []
 
     def map(self, fn, groups):
         for group in self.pool.map(fn, groups):

@@ -1,5 +1,7 @@
 """wm/es.py: CMA-ES over the controller's flat parameters, with dream or real-game fitness; resumable."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from wm.agent import Agent, AgentModels
 from wm.checkpoints import ResumeCache
 from wm.config import ControllerConfig, CtrlConfig, parse_params
 from wm.dream import DreamEnv
-from wm.episodes import Episode, EpisodeTask, init_worker, lockstep_groups, make_env, play_tasks, run_episode
+from wm.episodes import Episode, EpisodeTask, group_size, init_worker, make_env, play_tasks, run_episode
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, recombination_weights, recombine, run_cma_es
 from wm.models.controller import ControllerSpec, EvolutionaryController
@@ -98,7 +100,8 @@ class FakePool:
     """WorkerPool stand-in: plays no game; an episode's return is 1000 * (candidate id) + (track index) ** 2,
     where the candidate id is its first parameter. Records the tasks of every map call."""
 
-    def __init__(self):
+    def __init__(self, workers: int = 1):
+        self.workers = workers
         self.calls: list[list[EpisodeTask]] = []
         self.group_sizes: list[int] = []
 
@@ -119,9 +122,9 @@ class FakePool:
         return Episode(np.zeros((1, 3), np.float32), rewards, np.zeros(1, bool), np.ones(1, bool), index)
 
 
-@pytest.mark.parametrize(("candidates", "rollouts"), [(5, 3), (4, 4), (3, 1)])
-def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, rollouts):
-    pool = FakePool()
+@pytest.mark.parametrize(("candidates", "rollouts", "workers"), [(5, 3, 1), (4, 4, 1), (3, 1, 1), (4, 4, 3)])
+def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, rollouts, workers):
+    pool = FakePool(workers)
     fit = RealFitness(pool, rollouts=rollouts, max_steps=77, lockstep=3)
     params = np.zeros((candidates, 6))
     params[:, 0] = np.arange(candidates)  # candidate id
@@ -134,10 +137,9 @@ def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, ro
         np.testing.assert_allclose(scores, expected, rtol=1e-6)
         tasks = pool.calls[-1]
         assert len(tasks) == candidates * rollouts
-        full, rest = divmod(len(tasks), 3)  # ctrl.lockstep episodes per group, cut from the task list
-        groups = lockstep_groups(len(tasks), 3)  # what the trainer sizes its pool by
-        assert groups == full + bool(rest)
-        assert pool.group_sizes[-groups:] == [3] * full + ([rest] if rest else [])
+        size = group_size(len(tasks), workers, 3)  # at most ctrl.lockstep episodes, cut from the task list
+        full, rest = divmod(len(tasks), size)
+        assert pool.group_sizes[-(full + bool(rest)) :] == [size] * full + ([rest] if rest else [])
         # every candidate plays the same tracks of the CTRL stream, with its own params
         for c in range(candidates):
             mine = [t for t in tasks if t.params[0] == c]
@@ -147,6 +149,27 @@ def test_real_fitness_is_the_mean_over_each_candidates_own_tracks(candidates, ro
                 np.testing.assert_array_equal(t.params, params[c].astype(np.float32))
     used = [{t.track for t in tasks} for tasks in pool.calls]
     assert all(a.isdisjoint(b) for i, a in enumerate(used) for b in used[i + 1 :])  # generations never share
+
+
+@pytest.mark.parametrize(
+    ("tasks", "workers", "lockstep", "size"),
+    [
+        (32, 2, 8, 8),
+        (32, 16, 8, 2),
+        (24, 2, 8, 6),
+        (36, 2, 8, 6),
+        (64, 2, 8, 8),
+        (5, 8, 8, 1),
+        (16, 1, 3, 3),
+        (0, 2, 8, 1),
+    ],
+)
+def test_groups_fill_the_workers_in_the_fewest_waves(tasks, workers, lockstep, size):
+    """32 round episodes on 16 workers play 2 per worker, not 4 groups of 8 that leave 12 workers idle; on 2
+    workers the 24 check episodes are 4 groups of 6 (2 per worker) rather than 8, 8, 8 (one worker plays two)."""
+    assert group_size(tasks, workers, lockstep) == size
+    waves = math.ceil(math.ceil(tasks / size) / workers)  # work items the busiest worker plays
+    assert size <= lockstep and waves == math.ceil(tasks / (workers * lockstep))  # the fewest possible
 
 
 def test_real_fitness_plays_the_ctrl_tracks_in_the_real_game():

@@ -41,6 +41,7 @@ class Agent:
             raise ValueError(f"controller reads {controller.spec.z_dim}-d codes, the VAE makes {vae.fsq.dim}-d")
         self.vae, self.controller = vae.eval(), controller.eval()
         self.world_model = world_model.eval() if controller.spec.h_dim else None
+        self.width = controller.config.ctrl.lockstep  # rows of every VAE batch (`encode`)
         self.state = None
 
     def set_params(self, params: np.ndarray | torch.Tensor) -> None:
@@ -64,9 +65,21 @@ class Agent:
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames (K, 64, 64, 3) uint8 -> tokens (K,) int64 and FSQ codes (K, D), in one VAE batch (most of an
-        agent's step on a CPU)."""
-        return self.vae.encode(torch.from_numpy(frames))
+        """Frames (K, 64, 64, 3) uint8 -> tokens (K,) int64 and FSQ codes (K, D), in VAE batches of exactly
+        `width` rows (`ctrl.lockstep`), the last one padded with blank frames.
+
+        A conv layer's last float bits depend on the batch size, so a frame encoded in a batch of 3 and in one
+        of 8 can get different codes where a latent lies that close to an FSQ rounding boundary; they do not
+        depend on the batch's other rows or on the thread count (measured on 4,000 recorded frames: 0 bits
+        differ; tested). One fixed width makes an episode's tokens independent of which episodes share its
+        batch, so episodes can be grouped to fit any number of workers, and an agent playing alone acts as it
+        did in the pipeline's evaluation."""
+        x = torch.from_numpy(frames)  # (K, H, W, 3)
+        K, pad = len(x), -len(x) % self.width
+        if pad:
+            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])  # (K + pad, H, W, 3)
+        tokens, codes = zip(*(self.vae.encode(batch) for batch in x.split(self.width)), strict=True)
+        return torch.cat(tokens)[:K], torch.cat(codes)[:K]
 
     @torch.no_grad()
     def act_many(self, tokens: torch.Tensor, z: torch.Tensor, params: torch.Tensor, state) -> tuple[np.ndarray, object]:

@@ -216,10 +216,11 @@ class CtrlConfig(_Section):
         8,
         ge=1,
         le=4096,
-        description="Real-game agent episodes a worker plays in lockstep, their frames encoded in one VAE batch "
-        "(real-game CMA-ES, the rounds' collection, evaluate): 8 frames cost about twice one on a CPU core. "
-        "Groups are cut from the task list, so W workers are all busy only with tasks >= lockstep x W. A param, "
-        "not a setting: the encoder's last float bits depend on the batch size.",
+        description="Real-game agent episodes a worker plays in lockstep at most (real-game CMA-ES, the rounds' "
+        "collection, evaluate), and the rows of every VAE batch of the agent (padded with blank frames): 8 "
+        "frames cost about twice one on a CPU core. Fewer share a batch when that keeps more workers busy "
+        "(32 episodes on 16 workers: 2 each); a frame's code does not depend on the rows beside it. A param, "
+        "not a setting: the encoder's last float bits depend on the batch width.",
     )
 
     @model_validator(mode="after")

@@ -158,9 +158,9 @@ def run_agent_episodes(
     """Play len(envs) agent episodes in lockstep, one per env: row k of `params` (K, P) drives track seeds[k]
     under tasks[k]'s step limit, kept frames, kept tokens and hopeless steps. Each step encodes the frames of
     all running episodes in one VAE batch (and one world-model step): per-frame work, not the env, bounded the
-    real game with one frame at a time. An episode equals the one `run_episode` plays alone (tested) but for the
-    rare FSQ code that the batch's last-bit differences in the encoder flip (hence `ctrl.lockstep` is a param).
-    Kept tokens are the ones the agent acted on, and the final observations' in one batch at the end."""
+    real game with one frame at a time. Every VAE batch has the agent's fixed width (`Agent.encode`), so an
+    episode equals the one `run_episode` plays alone, bit for bit (tested). Kept tokens are the ones the agent
+    acted on, and the final observations' at the end."""
     recs = []
     for env, seed, task in zip(envs, seeds, tasks, strict=True):
         obs, _ = env.reset(seed=seed)
@@ -262,19 +262,23 @@ def play_tasks(tasks: list[EpisodeTask]) -> list[Episode]:
     return _worker["w"].play_many(tasks)
 
 
-def lockstep_groups(tasks: int, lockstep: int) -> int:
-    """The work items `play_episodes` makes of `tasks` episodes: a pool with more workers would start idle ones."""
-    return -(-tasks // lockstep)
+def group_size(tasks: int, workers: int, lockstep: int) -> int:
+    """Episodes per work item: as even as `workers` allow in the fewest waves of at most `lockstep` per worker
+    (32 tasks on 16 workers: 16 groups of 2; on 2 workers: 4 of 8; 24 on 2 workers: 4 of 6, not 8, 8, 8)."""
+    waves = max(1, -(-tasks // (workers * lockstep)))
+    return max(1, -(-tasks // (workers * waves)))
 
 
 def play_episodes(
     pool: WorkerPool, tasks: list[EpisodeTask], desc: str, progress: bool = False, *, lockstep: int
 ) -> list[Episode]:
-    """Play `tasks` on the pool's workers (results in task order), `lockstep` consecutive tasks at a time per
-    worker, with a progress bar of episodes and real-game steps/s when `progress` (a CMA-ES generation, an
-    evaluation, a round's collection). Groups are cut from the task list, never per worker: the same episodes
-    for any worker count and backend."""
-    groups = [tasks[i : i + lockstep] for i in range(0, len(tasks), lockstep)]
+    """Play `tasks` on the pool's workers (results in task order), up to `lockstep` consecutive tasks at a time
+    per worker (`group_size`), with a progress bar of episodes and real-game steps/s when `progress` (a CMA-ES
+    generation, an evaluation, a round's collection). An episode does not depend on the episodes it is grouped
+    with (`run_agent_episodes`) nor on the worker that plays it: the same episodes for any worker count and
+    backend (tested)."""
+    size = group_size(len(tasks), pool.workers, lockstep)
+    groups = [tasks[i : i + size] for i in range(0, len(tasks), size)]
     episodes, steps, start = [], 0, time.perf_counter()
     with tqdm(total=len(tasks), unit="ep", desc=desc, disable=not progress, mininterval=1.0, leave=False) as bar:
         for group in pool.map(play_tasks, groups):

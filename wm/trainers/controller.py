@@ -17,7 +17,7 @@ from wm.checkpoints import ResumeCache
 from wm.config import WorldModelAgentConfig, ctrl_fingerprint, round_fingerprint, vae_fingerprint, wm_fingerprint
 from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tokens
 from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
-from wm.episodes import Episode, EpisodeTask, init_worker, lockstep_groups, play_episodes
+from wm.episodes import Episode, EpisodeTask, init_worker, play_episodes
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, recombination_weights, recombine, run_cma_es
 from wm.fidelity import spearman
@@ -121,23 +121,22 @@ class ControllerTrainer:
 
     def _real_pool(self, tasks: int) -> contextlib.AbstractContextManager[WorkerPool]:
         """Workers that play real-game episodes with the current V, M (for a controller that reads h) and C,
-        as many as `tasks` episodes in lockstep groups of `ctrl.lockstep` can keep busy.
+        no more than `tasks` (the most episodes played at once).
 
         One pool serves every round's collection and the check (`with` leaves it open; `fit` closes it):
         starting one spawns processes that import torch and build envs, ~4 s on 2 cores, 9 times in the
         default's rounds. Only a controller that reads h needs a fresh pool each time, since every round
-        retrains the world model its workers run. Which worker plays an episode never changes it
-        (wm/parallel.py), so sharing the pool changes no output."""
+        retrains the world model its workers run. Neither the worker that plays an episode nor the episodes
+        grouped with it change it (wm/episodes.py), so sharing the pool changes no output."""
         cfg = self.config
-        most = lockstep_groups(tasks, cfg.ctrl.lockstep)
 
         def fresh() -> WorkerPool:  # the models are copied for the workers only when a pool starts
             models = AgentModels.of(self.vae, cfg.controller, self.world_model)
-            return open_pool(self.runtime, most, init_worker, (cfg, self.runtime.fast_env, models))
+            return open_pool(self.runtime, tasks, init_worker, (cfg, self.runtime.fast_env, models))
 
         if cfg.ctrl.use_hidden:
             return fresh()
-        if self._pool is None or self._pool.workers < pool_workers(self.runtime, most):
+        if self._pool is None or self._pool.workers < pool_workers(self.runtime, tasks):
             self._close_pool()
             self._pool = fresh()
         return contextlib.nullcontext(self._pool)
