@@ -53,7 +53,7 @@ class PolicyConfig(_Section):
 
 
 class CollectConfig(_Section):
-    episodes: int = Field(200, ge=1, le=MAX_EPISODES, description="Number of random-policy episodes to record.")
+    episodes: int = Field(100, ge=1, le=MAX_EPISODES, description="Number of random-policy episodes to record.")
     max_steps: int = Field(
         400, ge=2, le=100_000, description="Steps per episode at most (the env may end the episode first)."
     )
