@@ -75,8 +75,18 @@ def gas_panel(spec: ControllerSpec) -> Panel:
 @pytest.mark.parametrize(("sign", "expected"), [(1.0, 1.0), (-1.0, -1.0)])
 def test_fidelity_of_dreams_that_rank_like_the_game_and_backwards(agent_parts, sign, expected):
     """In the real game more gas drives further along the first straight, so more tiles; a dream whose
-    reward rises with gas ranks the panel like the game (+1), one whose reward falls with gas backwards (-1)."""
+    reward rises with gas ranks the panel like the game (+1), one whose reward falls with gas backwards (-1).
+    The dreams start from the tracks' first frames encoded as the agents encoded them: in VAE batches of the
+    agent's fixed width, whatever the number of tracks (a frame's code can depend on the batch size)."""
     cfg, vae = agent_parts
+    sizes = []
+
+    class SpyVAE:
+        @staticmethod
+        def encode(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            sizes.append(len(frames))
+            return vae.encode(frames)
+
     model = gas_rewarding_model()
     with torch.no_grad():
         model.reward_head.weight.mul_(sign)
@@ -84,7 +94,8 @@ def test_fidelity_of_dreams_that_rank_like_the_game_and_backwards(agent_parts, s
     panel = gas_panel(spec)
     dream = make_dream(model, FixedStarts(torch.zeros(1, dtype=torch.long)), 1.0, 120)
     with WorkerPool(1, init_worker, (cfg, True, AgentModels.of(vae, cfg.controller, model))) as pool:
-        metrics, rows = fidelity(pool, vae, dream, spec, panel, tracks=2, seed=0, lockstep=cfg.ctrl.lockstep)
+        metrics, rows = fidelity(pool, SpyVAE, dream, spec, panel, tracks=2, seed=0, lockstep=cfg.ctrl.lockstep)
+    assert cfg.ctrl.lockstep != 2 and sizes == [cfg.ctrl.lockstep]
     real = [r["real"] for r in rows]
     assert real[0] < real[1] < real[2], real  # the game's own ranking of the panel
     assert metrics["rank_corr"] == pytest.approx(expected)

@@ -26,6 +26,25 @@ from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
 
 
+@torch.no_grad()
+def encode_fixed_width(vae: FSQVAE, frames: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (K, 64, 64, 3) uint8 -> tokens (K,) int64 and FSQ codes (K, D), in VAE batches of exactly
+    `width` rows (`ctrl.lockstep`), the last one padded with blank frames.
+
+    A conv layer's last float bits depend on the batch size, so a frame encoded in a batch of 3 and in one
+    of 8 can get different codes where a latent lies that close to an FSQ rounding boundary; they do not
+    depend on the batch's other rows or on the thread count (measured on 4,000 recorded frames: 0 bits
+    differ; tested). One fixed width makes an episode's tokens independent of which episodes share its
+    batch, so episodes can be grouped to fit any number of workers, an agent playing alone acts as it did in
+    the pipeline's evaluation, and the fidelity panel's dreams start from the tokens its agents saw."""
+    x = torch.from_numpy(frames)  # (K, H, W, 3)
+    K, pad = len(x), -len(x) % width
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])  # (K + pad, H, W, 3)
+    tokens, codes = zip(*(vae.encode(batch) for batch in x.split(width)), strict=True)
+    return torch.cat(tokens)[:K], torch.cat(codes)[:K]
+
+
 class Agent:
     """V (FSQ-VAE encoder) -> z, M (world model) -> h when the controller reads it, C (controller) -> action.
 
@@ -63,23 +82,10 @@ class Agent:
         model's state of K rows (None without h) -> actions (K, 3) float32 and the next state."""
         return self.act_many(*self.encode(frames), params, state)
 
-    @torch.no_grad()
     def encode(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames (K, 64, 64, 3) uint8 -> tokens (K,) int64 and FSQ codes (K, D), in VAE batches of exactly
-        `width` rows (`ctrl.lockstep`), the last one padded with blank frames.
-
-        A conv layer's last float bits depend on the batch size, so a frame encoded in a batch of 3 and in one
-        of 8 can get different codes where a latent lies that close to an FSQ rounding boundary; they do not
-        depend on the batch's other rows or on the thread count (measured on 4,000 recorded frames: 0 bits
-        differ; tested). One fixed width makes an episode's tokens independent of which episodes share its
-        batch, so episodes can be grouped to fit any number of workers, and an agent playing alone acts as it
-        did in the pipeline's evaluation."""
-        x = torch.from_numpy(frames)  # (K, H, W, 3)
-        K, pad = len(x), -len(x) % self.width
-        if pad:
-            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])  # (K + pad, H, W, 3)
-        tokens, codes = zip(*(self.vae.encode(batch) for batch in x.split(self.width)), strict=True)
-        return torch.cat(tokens)[:K], torch.cat(codes)[:K]
+        """Frames (K, 64, 64, 3) uint8 -> tokens (K,) int64 and FSQ codes (K, D), in VAE batches of this
+        agent's fixed width (`encode_fixed_width`)."""
+        return encode_fixed_width(self.vae, frames, self.width)
 
     @torch.no_grad()
     def act_many(self, tokens: torch.Tensor, z: torch.Tensor, params: torch.Tensor, state) -> tuple[np.ndarray, object]:

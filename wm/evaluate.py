@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
+from wm.agent import encode_fixed_width
 from wm.dream import DreamEnv, FixedStarts
 from wm.episodes import Episode, EpisodeTask, play_episodes
 from wm.fidelity import Panel, fidelity_metrics
@@ -79,8 +80,8 @@ def fidelity(
     lockstep: int,
 ) -> tuple[dict[str, float], list[dict]]:
     """Score every panel controller on the first `tracks` evaluation tracks in the real game and in `dream`
-    (its settings, horizon included) started from the encoded first frame of each of those tracks. Returns
-    the fidelity metrics and one row per controller (name, real and dream mean returns)."""
+    (its settings, horizon included) started from the first frame of each of those tracks, encoded as its agents
+    encoded it. Returns the fidelity metrics and one row per controller (name, real and dream mean returns)."""
     N, R = len(panel.params), tracks
     tasks = [
         EpisodeTask((Stream.EVAL, t), (Stream.EVAL, t), dream.max_steps, p, keep_frames=1)
@@ -89,8 +90,7 @@ def fidelity(
     ]
     episodes = play_episodes(pool, tasks, "fidelity panel", progress, lockstep=lockstep)
     real = np.array([ep.ret for ep in episodes]).reshape(N, R).mean(axis=1)  # (N * R,) -> (N, R) -> (N,)
-    with torch.no_grad():
-        first = vae.encode(torch.from_numpy(np.stack([ep.frames[0] for ep in episodes[:R]])))[0]  # (R,) tokens
+    first = encode_fixed_width(vae, np.stack([ep.frames[0] for ep in episodes[:R]]), lockstep)[0]  # (R,) tokens
     panel_dream = DreamEnv(dream.model, dream.fsq, FixedStarts(first), 1, **dream.settings())
     params = torch.from_numpy(panel.params)
     dreamt = panel_dream.evaluate_candidates(spec, params, R * PANEL_DREAMS_PER_TRACK, seed).cpu().double().numpy()
