@@ -32,7 +32,7 @@ from wm.agent import AgentModels
 from wm.checkpoints import ResumeCache, read_published
 from wm.config import parse_params
 from wm.datafiles import concat_tokens, load_tokens
-from wm.dream import ContextStarts, make_dream
+from wm.dream import ContextStarts, controller_dream
 from wm.episodes import init_worker
 from wm.evaluate import evaluate_real
 from wm.models.controller import ControllerSpec
@@ -72,8 +72,7 @@ def main() -> None:
     parts = [args.run / "data/tokens.h5", args.run / "data/rounds/tokens.h5"]
     data = concat_tokens([load_tokens(p) for p in parts if p.is_file()])
     starts = ContextStarts(data, c.dream_warmup, c.dream_start == "anywhere")  # as ControllerTrainer._dream
-    levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}
-    dream = make_dream(world_model, starts, c.temperature, c.max_steps, **levers)
+    dream = controller_dream(world_model, starts, c, c.max_steps)
     spec = ControllerSpec.from_config(cfg.controller)
     trainer = ActorCriticTrainer(spec, c.ac, cfg.fsq.dim + cfg.wm.hidden, cfg.seed, torch.device("cpu"), progress=False)
     if args.init is not None:

@@ -30,7 +30,7 @@ def main(
     from wm.agent import AgentModels
     from wm.config import ctrl_fingerprint, vae_fingerprint, wm_fingerprint
     from wm.datafiles import load_tokens
-    from wm.dream import ContextStarts, make_dream
+    from wm.dream import ContextStarts, controller_dream
     from wm.episodes import init_worker
     from wm.evaluate import beside_reconstructions, dream_replay, evaluate_real, fidelity, save_gif
     from wm.fidelity import controller_panel
@@ -50,7 +50,6 @@ def main(
     )
     ctrl = EvolutionaryController.from_file(agent / "controller.pt", ctrl_fingerprint(cfg))
     record = e.video_steps if e.video else 0
-    levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}  # the dream it was trained in
     most = max(2 * e.episodes, e.fidelity_panel * e.fidelity_tracks)  # episodes played at once
     with open_pool(
         runtime, most, init_worker, (cfg, runtime.fast_env, AgentModels.of(vae, cfg.controller, world_model))
@@ -60,9 +59,7 @@ def main(
         )
         if e.fidelity_panel:
             panel = controller_panel(ctrl.params.numpy(), e.fidelity_panel, cfg.seed)
-            panel_dream = make_dream(
-                world_model, ContextStarts(load_tokens(tokens)), c.temperature, e.fidelity_steps, **levers
-            )
+            panel_dream = controller_dream(world_model, ContextStarts(load_tokens(tokens)), c, e.fidelity_steps)
             seed = int_seed(cfg.seed, Stream.EVAL_DREAM, 1)
             panel_metrics, panel_rows = fidelity(
                 pool, vae, panel_dream, ctrl.spec, panel, e.fidelity_tracks, seed, runtime.progress, lockstep=c.lockstep
@@ -72,7 +69,7 @@ def main(
 
     # The same controller in the dream it was trained in, evaluation horizon: the gap to the real score is the
     # model's exploitability.
-    dream = make_dream(world_model, ContextStarts(data), c.temperature, e.max_steps, **levers)
+    dream = controller_dream(world_model, ContextStarts(data), c, e.max_steps)
     returns = dream.evaluate_candidates(ctrl.spec, ctrl.params[None], e.episodes, int_seed(cfg.seed, Stream.EVAL_DREAM))
     summary["eval/dream/return_mean"] = float(returns[0])
 

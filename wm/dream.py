@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wm.config import CtrlConfig
 from wm.datafiles import Tokens
 from wm.errors import WmError
 from wm.models.controller import ACTION_DIM, ControllerSpec
@@ -312,3 +313,10 @@ def make_dream(world_model: WorldModel, starts: DreamStarts, temperature: float,
     device = next(world_model.parameters()).device
     fsq = FSQ(world_model.config.fsq.levels).to(device)
     return DreamEnv(world_model.eval(), fsq, starts, 1, temperature, max_steps, device, **levers)
+
+
+def controller_dream(world_model: WorldModel, starts: DreamStarts, ctrl: CtrlConfig, max_steps: int) -> DreamEnv:
+    """The dream a controller of `ctrl` is trained in (its temperature and levers), `max_steps` long: training, the
+    rounds' predictions of the collected returns, and evaluation's dream return and fidelity panel."""
+    levers = {"hopeless_steps": ctrl.hopeless_steps, "dropout_masks": ctrl.dream_dropout}
+    return make_dream(world_model, starts, ctrl.temperature, max_steps, **levers)

@@ -16,7 +16,7 @@ from wm.agent import Agent, AgentModels
 from wm.checkpoints import ResumeCache
 from wm.config import WorldModelAgentConfig, ctrl_fingerprint, round_fingerprint, vae_fingerprint, wm_fingerprint
 from wm.datafiles import Tokens, concat_tokens, load_tokens, steps_of, write_tokens
-from wm.dream import ContextStarts, DreamEnv, FixedStarts, make_dream
+from wm.dream import ContextStarts, DreamEnv, FixedStarts, controller_dream
 from wm.episodes import Episode, EpisodeTask, init_worker, play_episodes
 from wm.errors import WmError
 from wm.es import ESSpec, RealFitness, dream_fitness, recombination_weights, recombine, run_cma_es
@@ -175,8 +175,7 @@ class ControllerTrainer:
     def _dream(self, data: Tokens) -> DreamEnv:
         c = self.config.ctrl
         starts = ContextStarts(data, c.dream_warmup, c.dream_start == "anywhere")
-        levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}
-        return make_dream(self.world_model.to(self.device), starts, c.temperature, c.max_steps, **levers)
+        return controller_dream(self.world_model.to(self.device), starts, c, c.max_steps)
 
     def _train_in_dream(self, r: int, data: Tokens, metrics, plots) -> None:
         """CMA-ES or the actor-critic in the dream of the current world model; rounds after the first may start at
@@ -390,8 +389,7 @@ class ControllerTrainer:
         E, k, c = len(episodes), PREDICTIONS_PER_EPISODE, self.config.ctrl
         data = self.round_data[-1]
         first = torch.from_numpy(data.tokens[data.steps.frame_offsets[:-1]])  # (E,) first frame of each episode
-        levers = {"hopeless_steps": c.hopeless_steps, "dropout_masks": c.dream_dropout}
-        dream = make_dream(self.world_model, FixedStarts(first), c.temperature, self.config.iterate.max_steps, **levers)
+        dream = controller_dream(self.world_model, FixedStarts(first), c, self.config.iterate.max_steps)
         dream = DreamEnv(dream.model, dream.fsq, dream.starts, E * k, **dream.settings())  # env b: episode b % E
         tiled = torch.from_numpy(params).to(self.device).repeat(k, 1)  # (E, P) -> (k * E, P)
         spec = self.controller.spec
