@@ -71,8 +71,7 @@ def main() -> None:
     vae = FSQVAE.from_published(read_published(args.run / "models/agent/vae.pt", "vae"))
     parts = [args.run / "data/tokens.h5", args.run / "data/rounds/tokens.h5"]
     data = concat_tokens([load_tokens(p) for p in parts if p.is_file()])
-    starts = ContextStarts(data, c.dream_warmup, c.dream_start == "anywhere")  # as ControllerTrainer._dream
-    dream = controller_dream(world_model, starts, c, c.max_steps)
+    dream = controller_dream(world_model, ContextStarts.of_controller(data, c), c, c.max_steps)
     spec = ControllerSpec.from_config(cfg.controller)
     trainer = ActorCriticTrainer(spec, c.ac, cfg.fsq.dim + cfg.wm.hidden, cfg.seed, torch.device("cpu"), progress=False)
     if args.init is not None:

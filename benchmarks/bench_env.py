@@ -1,4 +1,5 @@
-"""Steps/s of stock CarRacing-v3 vs FastCarRacing on one core, and fast-env throughput vs worker count.
+"""Steps/s of stock CarRacing-v3 vs FastCarRacing on one core, frame preprocessing, and fast-env throughput vs
+worker count.
 
     .venv/bin/python benchmarks/bench_env.py --steps 1000 --workers 1 2
     .venv/bin/python benchmarks/bench_env.py --agent --workers 1 2    # real-game fitness beside the env
@@ -76,6 +77,31 @@ def vector_rate(num_workers: int, seed: int, steps: int) -> float:
     return rate
 
 
+def preprocess_micros(seed: int, actions: np.ndarray, repeats: int) -> tuple[float, float]:
+    """Microseconds per frame of wm.frames.preprocess on the fast env's frames: one frame per call, and 8 per call
+    (best of `repeats` passes)."""
+    import torch
+
+    from wm.frames import preprocess
+
+    torch.set_num_threads(1)  # as in the workers (wm/parallel.py)
+    env = make_car_racing(fast=True)
+    obs = [env.reset(seed=seed)[0]] + [env.step(a)[0] for a in actions[:255]]
+    env.close()
+    frames = np.stack(obs)  # (256, 96, 96, 3)
+    single = batch = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for frame in frames:
+            preprocess(frame)
+        single = min(single, (time.perf_counter() - start) / len(frames) * 1e6)
+        start = time.perf_counter()
+        for i in range(0, len(frames), 8):
+            preprocess(frames[i : i + 8])
+        batch = min(batch, (time.perf_counter() - start) / len(frames) * 1e6)
+    return single, batch
+
+
 def agent_rate(workers: int, lockstep: int, episodes: int, steps: int) -> float:
     """Steps/s of `episodes` agent episodes of `steps` steps (random controllers, tracks 0..) on `workers`."""
     from wm.agent import AgentModels
@@ -118,6 +144,9 @@ def main() -> None:
     print(f"{'env':<8}{'steps/s':>10}{'speedup':>10}")
     print(f"{'stock':<8}{stock:>10.0f}{1.0:>10.2f}")
     print(f"{'fast':<8}{fast:>10.0f}{fast / stock:>10.2f}")
+    with one_core():
+        single, batch = preprocess_micros(args.seed, actions, args.repeats)
+    print(f"preprocessing (wm.frames.preprocess): {single:.0f} us/frame one at a time, {batch:.0f} in batches of 8")
 
     print(f"\nfast env, AsyncVectorEnv, {args.steps} steps per worker ({os.cpu_count()} CPUs)")
     print(f"{'workers':<8}{'steps/s':>10}{'per wkr':>10}")

@@ -130,6 +130,12 @@ class ContextStarts:
             state = model(tokens[:, :-1], actions, state).state
         return tokens[:, -1], state
 
+    @classmethod
+    def of_controller(cls, data: Tokens, ctrl: CtrlConfig) -> ContextStarts:
+        """The starts of a controller's training dreams: `ctrl.dream_warmup` real steps into the recorded episodes,
+        from their first frames or (`ctrl.dream_start: anywhere`) from anywhere in them."""
+        return cls(data, ctrl.dream_warmup, ctrl.dream_start == "anywhere")
+
 
 class DreamEnv:
     """B dream episodes in lockstep. No autoreset: a finished env stays finished, its observation and

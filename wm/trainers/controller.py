@@ -174,8 +174,7 @@ class ControllerTrainer:
 
     def _dream(self, data: Tokens) -> DreamEnv:
         c = self.config.ctrl
-        starts = ContextStarts(data, c.dream_warmup, c.dream_start == "anywhere")
-        return controller_dream(self.world_model.to(self.device), starts, c, c.max_steps)
+        return controller_dream(self.world_model.to(self.device), ContextStarts.of_controller(data, c), c, c.max_steps)
 
     def _train_in_dream(self, r: int, data: Tokens, metrics, plots) -> None:
         """CMA-ES or the actor-critic in the dream of the current world model; rounds after the first may start at
