@@ -78,9 +78,10 @@ def main(
     videos.mkdir(parents=True, exist_ok=True)  # the folder is the stage's output, with or without a video
     if record:
         seed = int_seed(cfg.seed, Stream.EVAL_DREAM, 2)
-        dreamt = dream_replay(world_model, vae, episode.frames, episode.actions, c.temperature, seed)
+        T = len(episode.frames)  # the video shows the agent's own tokens and codes of these frames
+        dreamt = dream_replay(world_model, vae, episode.tokens[:T], episode.actions, c.temperature, seed)
         with torch.no_grad():
-            save_gif(beside_reconstructions(vae, episode.frames, dreamt), videos / "episode.gif")
+            save_gif(beside_reconstructions(vae, episode.frames, episode.codes[:T], dreamt), videos / "episode.gif")
     else:
         (videos / "episode.gif").unlink(missing_ok=True)  # never leave a video of another run
     fid = f"; dream fidelity (rank corr) {summary['eval/fidelity/rank_corr']:.2f}" if e.fidelity_panel else ""

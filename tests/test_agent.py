@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from wm.agent import Agent, AgentModels, load_agent
+from wm.agent import Agent, AgentModels, encode_fixed_width, load_agent
 from wm.config import ControllerConfig, FSQConfig, ctrl_fingerprint, parse_params, vae_fingerprint, wm_fingerprint
 from wm.episodes import (
     ALL_FRAMES,
@@ -367,9 +367,14 @@ def test_evaluate_real_metrics_are_the_statistics_of_the_rows(evaluation):
 
 
 def test_video_shows_each_frame_beside_its_reconstruction(models, evaluation, tmp_path):
-    _, vae, _, _ = models
-    frames = evaluation[3].frames  # (6, 64, 64, 3)
-    video = beside_reconstructions(vae, frames)
+    cfg, vae, _, _ = models
+    episode = evaluation[3]
+    frames = episode.frames  # (6, 64, 64, 3)
+    # The recorded episode carries the tokens and codes its agent computed (encoded at the agent's width).
+    tokens, codes = encode_fixed_width(vae, frames, cfg.ctrl.lockstep)
+    np.testing.assert_array_equal(episode.tokens[:6], tokens.numpy())
+    np.testing.assert_array_equal(episode.codes[:6], codes.numpy())
+    video = beside_reconstructions(vae, frames, episode.codes[:6])
     assert video.shape == (6, 64, 128, 3) and video.dtype == np.uint8
     np.testing.assert_array_equal(video[:, :, :64], frames)  # left: the real frame
     with torch.no_grad():

@@ -107,13 +107,16 @@ def test_dream_replay_and_the_three_panel_video(agent_parts):
     cfg, vae = agent_parts
     frames = np.random.default_rng(0).integers(0, 256, (7, 64, 64, 3), dtype=np.uint8)
     actions = np.zeros((6, 3), np.float32)
-    dreamt = dream_replay(gas_rewarding_model(), vae, frames, actions, temperature=1.0, seed=0)
+    with torch.no_grad():
+        tokens, codes = (x.numpy() for x in vae.encode(torch.from_numpy(frames)))  # (7,), (7, D)
+    tokens[0] = (tokens[0] + 1) % vae.codebook_size  # not frame 0's own token: the dream starts at the given one
+    dreamt = dream_replay(gas_rewarding_model(), vae, tokens, actions, temperature=1.0, seed=0)
     assert dreamt.shape == (7, 64, 64, 3) and dreamt.dtype == np.uint8
     with torch.no_grad():
-        first = vae.decode_indices(vae.encode(torch.from_numpy(frames[:1]))[0])  # the dream starts at frame 0
+        first = vae.decode_indices(torch.from_numpy(tokens[:1]))
     np.testing.assert_array_equal(dreamt[0], first[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).byte().numpy())
-    video = beside_reconstructions(vae, frames, dreamt)
+    video = beside_reconstructions(vae, frames, codes, dreamt)
     assert video.shape == (7, 64, 192, 3)  # real | reconstruction | dream
     np.testing.assert_array_equal(video[:, :, :64], frames)
     np.testing.assert_array_equal(video[:, :, 128:], dreamt)
-    assert beside_reconstructions(vae, frames).shape == (7, 64, 128, 3)
+    assert beside_reconstructions(vae, frames, codes).shape == (7, 64, 128, 3)

@@ -48,9 +48,16 @@ def evaluate_real(
 ) -> tuple[dict[str, float], list[dict], Episode]:
     """Play tracks 0..episodes-1 of the EVAL stream with the controller and with the random policy (its
     noise from the BASELINE stream). Returns (metrics, per-track rows, the first controller episode with
-    its first `record` frames)."""
+    its first `record` frames and, when recording, the tokens and codes its agent computed)."""
     tasks = [
-        EpisodeTask((Stream.EVAL, i), (Stream.EVAL, i), max_steps, params, record if i == 0 else 0)
+        EpisodeTask(
+            (Stream.EVAL, i),
+            (Stream.EVAL, i),
+            max_steps,
+            params,
+            record if i == 0 else 0,
+            keep_tokens=i == 0 and record > 0,
+        )
         for i in range(episodes)
     ]
     tasks += [EpisodeTask((Stream.EVAL, i), (Stream.BASELINE, i), max_steps) for i in range(episodes)]
@@ -103,13 +110,13 @@ def fidelity(
 
 @torch.no_grad()
 def dream_replay(
-    world_model: WorldModel, vae: FSQVAE, frames: np.ndarray, actions: np.ndarray, temperature: float, seed: int
+    world_model: WorldModel, vae: FSQVAE, tokens: np.ndarray, actions: np.ndarray, temperature: float, seed: int
 ) -> np.ndarray:
-    """What the world model dreams from a real episode's first frame under the episode's own actions:
-    frames (T, 64, 64, 3) uint8 and actions (>= T - 1, 3) -> (T, 64, 64, 3) uint8 decoded dream frames."""
-    T = len(frames)
+    """What the world model dreams from a real episode's first frame under the episode's own actions: the agent's
+    tokens of its frames (T,) and actions (>= T - 1, 3) -> (T, 64, 64, 3) uint8 decoded dream frames."""
+    T = len(tokens)
     fsq = FSQ(world_model.config.fsq.levels)
-    start = vae.encode(torch.from_numpy(frames[:1]))[0]  # (1,)
+    start = torch.from_numpy(tokens[:1])  # (1,)
     env = DreamEnv(world_model, fsq, FixedStarts(start), 1, temperature, max(T - 1, 1), "cpu", done_mode="sample")
     env.reset(seed)
     tokens = [env.token.clone()]
@@ -121,10 +128,12 @@ def dream_replay(
 
 
 @torch.no_grad()
-def beside_reconstructions(vae: FSQVAE, frames: np.ndarray, dream: np.ndarray | None = None) -> np.ndarray:
-    """(T, 64, 64, 3) uint8 frames -> (T, 64, 128, 3): each frame (left) beside its reconstruction (right),
-    and beside the dreamt frame (T, 64, 64, 3) when given -> (T, 64, 192, 3)."""
-    recon = vae.decode_codes(vae.encode(torch.from_numpy(frames))[1])  # (T, 3, H, W) in [0, 1]
+def beside_reconstructions(
+    vae: FSQVAE, frames: np.ndarray, codes: np.ndarray, dream: np.ndarray | None = None
+) -> np.ndarray:
+    """(T, 64, 64, 3) uint8 frames and their FSQ codes (T, D) -> (T, 64, 128, 3): each frame (left) beside its
+    reconstruction (right), and beside the dreamt frame (T, 64, 64, 3) when given -> (T, 64, 192, 3)."""
+    recon = vae.decode_codes(torch.from_numpy(codes))  # (T, 3, H, W) in [0, 1]
     recon = recon.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()  # (T, H, W, 3)
     return np.concatenate([frames, recon] + ([] if dream is None else [dream]), axis=2)
 
