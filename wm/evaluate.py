@@ -119,11 +119,11 @@ def dream_replay(
     start = torch.from_numpy(tokens[:1])  # (1,)
     env = DreamEnv(world_model, fsq, FixedStarts(start), 1, temperature, max(T - 1, 1), "cpu", done_mode="sample")
     env.reset(seed)
-    tokens = [env.token.clone()]
+    dreamt = [env.token.clone()]
     for t in range(T - 1):
         env.step(torch.from_numpy(actions[t : t + 1]))
-        tokens.append(env.token.clone())  # a finished dream keeps its last frame
-    images = vae.decode_indices(torch.cat(tokens))  # (T, 3, H, W) in [0, 1]
+        dreamt.append(env.token.clone())  # a finished dream keeps its last frame
+    images = vae.decode_indices(torch.cat(dreamt))  # (T, 3, H, W) in [0, 1]
     return images.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
