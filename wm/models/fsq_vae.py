@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from wm.checkpoints import PublishedModule
 from wm.config import FSQVAEConfig
+from wm.frames import FRAME_SIZE
 from wm.models.fsq import FSQ
 
-FRAME_SIZE = 64
 _BOTTOM = FRAME_SIZE // 2**4  # spatial size after the 4 stride-2 stages: 4
 
 

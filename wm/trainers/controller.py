@@ -187,9 +187,10 @@ class ControllerTrainer:
             fitness = dream_fitness(
                 self._dream(data), self.controller.spec, self.config.seed, c.rollouts, key, c.pessimism
             )
-            x0 = self.controller.params.numpy().copy() if warm else None
+            params = self.controller.params.numpy()
+            x0 = params.copy() if warm else np.zeros_like(params)  # cold: from the zero controller
             if r == 0:
-                self.initial = np.zeros_like(self.controller.params.numpy())  # CMA-ES's x0 default
+                self.initial = x0
             self._cma_es(fitness, self._cache(round=r), metrics, plots, x0, it.sigma if warm else None, key)
         self.round_controllers.append((self.controller.params.numpy().copy(), float(self.state["best_fitness"])))
 
