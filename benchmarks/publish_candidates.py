@@ -7,10 +7,10 @@ e.g. the params of the run whose resume cache RUN holds), models/vae.pt and mode
 resume cache of its `train_ctrl` (WM_CACHE_DIR as the run had it). The rounds are resumed from that cache (the
 collected episodes and world models are read back; an optimiser whose cache was cleared reruns, to the same
 result) up to the check, which is skipped. Then two candidates play the seed's first --tracks evaluation tracks
-with `evaluate`'s agent episodes, so the returns pair with the run's plots/eval/returns.csv: the last round's
-dream-trained controller (`iterate.publish: last`) and the last round's recombined start (the real-return
-recombination of the perturbed controllers the last round collected with; it costs no check). Writes
-{candidate: [return per track]} to OUT.json.
+with `evaluate`'s agent episodes (`eval.max_steps` each, on the runtime's workers), so the returns pair with the
+run's plots/eval/returns.csv: the last round's dream-trained controller (`iterate.publish: last`) and the last
+round's recombined start (the real-return recombination of the perturbed controllers the last round collected
+with; it costs no check). Writes {candidate: [return per track]} to OUT.json.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from wm.config import vae_fingerprint, wm_fingerprint
 from wm.episodes import EpisodeTask, init_worker, play_episodes
 from wm.models.fsq_vae import FSQVAE
 from wm.models.world_model import WorldModel
-from wm.parallel import WorkerPool
+from wm.parallel import open_pool
 from wm.seeding import Stream
 from wm.trainers.controller import ControllerTrainer
 
@@ -69,13 +69,20 @@ def main() -> None:
         candidates = found.candidates
     else:
         raise SystemExit("the rounds ended without reaching the check")
+    # evaluate's agent episodes (wm.evaluate.evaluate_real) without its random baseline
+    tasks = [
+        EpisodeTask((Stream.EVAL, i), (Stream.EVAL, i), cfg.eval.max_steps, params)
+        for params in candidates.values()
+        for i in range(args.tracks)
+    ]
+    rt = trainer.runtime
     models = AgentModels.of(trainer.vae, cfg.controller, trainer.world_model)  # the last round's world model
+    with open_pool(rt, len(tasks), init_worker, (cfg, rt.fast_env, models)) as pool:
+        episodes = play_episodes(pool, tasks, "candidates", rt.progress, lockstep=cfg.ctrl.lockstep)
     returns = {}
-    with WorkerPool(2, init_worker, (cfg, True, models)) as pool:
-        for name, params in candidates.items():
-            tasks = [EpisodeTask((Stream.EVAL, i), (Stream.EVAL, i), 1000, params) for i in range(args.tracks)]
-            returns[name] = [float(ep.ret) for ep in play_episodes(pool, tasks, name, lockstep=cfg.ctrl.lockstep)]
-            print(f"{name}: {np.mean(returns[name]):.1f} over {args.tracks} tracks", flush=True)
+    for k, name in enumerate(candidates):  # (candidate, track) order, as the tasks
+        returns[name] = [float(ep.ret) for ep in episodes[k * args.tracks : (k + 1) * args.tracks]]
+        print(f"{name}: {np.mean(returns[name]):.1f} over {args.tracks} tracks", flush=True)
     args.out.write_text(json.dumps(returns))
 
 
