@@ -403,9 +403,11 @@ def test_first_centre_initial_plays_half_of_round_1_around_the_zero_controller(d
     assert row["collect_return_start_mean"] == pytest.approx(returns[2:].mean())
 
 
-def test_dream_share_needs_the_recombination():
+def test_dream_share_and_publish_recombined_need_the_recombination():
     with pytest.raises(ConfigError, match="iterate.dream_share < 1 .* iterate.recombine: true"):
         config(recombine=False, dream_share=0.5)
+    with pytest.raises(ConfigError, match="iterate.publish: recombined .* iterate.recombine: true"):
+        config(recombine=False, dream_share=1.0, publish="recombined")
     assert config(recombine=False, dream_share=1.0).iterate.dream_episodes == 3
     assert config(dream_share=0.0).iterate.dream_episodes == 0 and config(dream_share=0.5).iterate.dream_episodes == 2
 
@@ -455,3 +457,42 @@ def test_the_check_plays_every_recombined_start(data, tmp_path, monkeypatch, pub
     meta = read_published(tmp_path / "agent" / "controller.pt", "controller").meta
     assert meta["published_round"] == 1 and meta["published_source"] == "recombined"
     assert meta["published_weight"] == weights[1]
+
+
+@pytest.mark.parametrize("optimizer", ["cmaes", "actor_critic"])
+def test_publish_recombined_publishes_the_last_rounds_recombination_unchecked(data, tmp_path, monkeypatch, optimizer):
+    """iterate.publish: recombined publishes the last round's recombination of its collected controllers by real
+    return: no check, and neither the world model nor the controller trains after it (the published M is the
+    one its episodes were played with). Every round before is the check's run's, from the resume cache."""
+
+    def config(publish: str):
+        ac = {"updates": 2, "batch": 8, "horizon": 3, "warmup": 2, "eval_every": 2}
+        ctrl = {"generations": 2, "max_steps": 20, "optimizer": optimizer, "ac": ac}
+        return parse_params(tiny_params(iterate=ROUNDS | {"publish": publish}, ctrl=ctrl))
+
+    checked = trainer(config("check_recombined"), data)
+    checked.fit(data[0])
+    games, wm_fits = count_games(monkeypatch), []
+    original = controller_module.WorldModelTrainer.fit
+    monkeypatch.setattr(
+        controller_module.WorldModelTrainer, "fit", lambda self, *a, **k: wm_fits.append(1) or original(self, *a, **k)
+    )
+    t = trainer(config("recombined"), data)
+    t.fit(data[0], metrics=tmp_path / "ctrl.json", plots=tmp_path / "plots")
+    assert games[0] == 0  # both rounds' episodes from the resume cache, and no check
+    assert len(wm_fits) == 1 and len(t.round_controllers) == 2  # rounds 0 and 1 trained; round 2 only collected
+    assert not t.checks and t.state["best_fitness"] is None
+    np.testing.assert_array_equal(t.recombined[-1], checked.recombined[-1])
+    np.testing.assert_array_equal(t.controller.params.numpy(), checked.recombined[-1])
+    assert t.rounds[0] == checked.rounds[0]
+    last, full = t.rounds[1], checked.rounds[1]
+    assert last["wm_val_ce"] is None and last["dream_fitness"] is None
+    assert {k: v for k, v in last.items() if v is not None} == {k: full[k] for k, v in last.items() if v is not None}
+    assert t.real_steps == last["real_steps"] < checked.real_steps  # the rounds' steps; the check's are not used
+    metrics = json.loads((tmp_path / "ctrl.json").read_text())
+    assert metrics["ctrl/total/rounds"] == 2 and "ctrl/round/wm_val_ce" not in metrics
+    assert not any(k.startswith("ctrl/check/") for k in metrics)
+    t.publish(tmp_path / "agent")
+    meta = read_published(tmp_path / "agent" / "controller.pt", "controller").meta
+    assert (meta["published_round"], meta["published_source"], meta["published_weight"]) == (2, "recombined", 1.0)
+    assert read_published(tmp_path / "agent" / "wm.pt", "wm").meta["rounds"] == 1

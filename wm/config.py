@@ -306,19 +306,22 @@ class IterateConfig(_Section):
         "training began from (initial: the zero controller for CMA-ES, which drives straight at half gas), so a "
         "round-0 controller that stands still does not take every perturbation of round 1 with it.",
     )
-    publish: Literal["last", "checked", "check_recombined"] = Field(
+    publish: Literal["last", "checked", "check_recombined", "recombined"] = Field(
         "check_recombined",
         description="Which controller train_ctrl publishes after the rounds: the last round's (its CMA-ES may "
         "exploit the last dream: it was never tried in the game), the best of the rounds' controllers in a "
-        "real-game check (checked; its steps are counted), or the recombination of the checked controllers by "
+        "real-game check (checked; its steps are counted), the recombination of the checked controllers by "
         "their check returns (check_recombined: CMA-ES's weights over the better half, as iterate.recombine "
-        "does with a round's episodes).",
+        "does with a round's episodes), or the last round's recombination of its collected controllers by real "
+        "return, with no check and no world model or controller trained after it (recombined; needs "
+        "iterate.recombine).",
     )
     check_controllers: int = Field(
         4,
         ge=2,
         le=1001,
-        description="Dream-trained controllers checked when iterate.publish is not last: the last round's and those of "
+        description="Dream-trained controllers checked when iterate.publish is checked or check_recombined: the last "
+        "round's and those of "
         "the earlier rounds whose unperturbed collected episode scored best (with iterate.recombine, every "
         "round's recombined start is checked too).",
     )
@@ -338,11 +341,16 @@ class IterateConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _share(self) -> IterateConfig:
+    def _needs_recombine(self) -> IterateConfig:
         if self.dream_share < 1 and not self.recombine:
             raise ValueError(
                 "iterate.dream_share < 1 plays the rest of a round around its recombined start: "
                 "set iterate.recombine: true (or iterate.dream_share: 1)"
+            )
+        if self.publish == "recombined" and not self.recombine:
+            raise ValueError(
+                "iterate.publish: recombined publishes the last round's recombination of its collected controllers: "
+                "set iterate.recombine: true (or another iterate.publish)"
             )
         return self
 

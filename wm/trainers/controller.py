@@ -39,8 +39,9 @@ class ControllerTrainer:
     """Optimise the controller with CMA-ES, its fitness from the dream (`ctrl.train_in: dream`, needs the
     tokens file: dreams start from real data) or the real game (`real`, in worker processes), or by gradients
     in imagination (`ctrl.optimizer: actor_critic`). In the dream, `iterate.rounds` rounds of collect ->
-    retrain world model -> retrain controller follow, and (`iterate.publish` other than last) a real-game check of
-    the rounds' controllers picks the one to publish, or the weights of their recombination.
+    retrain world model -> retrain controller follow, and (`iterate.publish`: checked, check_recombined) a real-game
+    check of the rounds' controllers picks the one to publish, or the weights of their recombination (recombined:
+    the last round's recombination by real return is published, and nothing trains after it).
 
     >>> controller = ControllerTrainer(vae, world_model, config).fit("data/tokens.h5")
     >>> agent = Agent(vae, controller, world_model)   # world_model: the last round's
@@ -61,7 +62,8 @@ class ControllerTrainer:
         self.history: list[dict] = []  # CMA-ES generations of every round
         self.rounds: list[dict] = []  # one row per round: data, real and dream returns, fidelity
         self.round_data: list[Tokens] = []  # the episodes collected in rounds 1..R
-        self.round_controllers: list[tuple[np.ndarray, float]] = []  # rounds 0..R: (params, dream fitness)
+        # rounds 0..R (0..R-1 with iterate.publish: recombined): (params, dream fitness)
+        self.round_controllers: list[tuple[np.ndarray, float]] = []
         self.recombined: list[np.ndarray] = []  # rounds 1..R with iterate.recombine: the dream training's start
         self.initial: np.ndarray | None = None  # where round 0's dream training began (iterate.first_centre)
         self.checks: list[dict] = []  # one row per controller of the real-game check (iterate.publish)
@@ -116,7 +118,9 @@ class ControllerTrainer:
             self._train_in_dream(0, data, metrics, plots)
             for r in range(1, cfg.iterate.rounds + 1):
                 self._round(r, data, metrics, plots)
-            if cfg.iterate.rounds and cfg.iterate.publish != "last":
+            if cfg.iterate.rounds and cfg.iterate.publish == "recombined":  # the controller of _round's recombination
+                self.state = {"best": self.recombined[-1].copy(), "best_fitness": None}  # never trained in a dream
+            elif cfg.iterate.rounds and cfg.iterate.publish != "last":
                 self._check()
 
     def _real_pool(self, tasks: int) -> contextlib.AbstractContextManager[WorkerPool]:
@@ -237,26 +241,34 @@ class ControllerTrainer:
         if it.recombine:  # the round's perturbed episodes are one generation of a real-game evolution strategy
             self.recombined.append(recombine(params, real))
             self.controller.params.copy_(torch.from_numpy(self.recombined[-1]))
-        all_data = concat_tokens([data, *self.round_data])
-        trainer = WorldModelTrainer(self.world_model, self.vae, self.config, self.runtime)
-        # keyed by the rounds' params too: the data so far depends on them, not only on the world model's params
-        wm_result = trainer.fit(
-            all_data, epochs=it.wm_epochs, run={"round": r, "rounds": round_fingerprint(self.config)}, runs=it.rounds
-        )
-        self._train_in_dream(r, all_data, metrics, plots)
-        self.rounds.append(
-            {
-                "round": r,
-                "real_steps": self.real_steps,
-                "collect_return_mean": float(real.mean()),
-                "collect_return_unperturbed": float(dream[0]) if len(dream) else None,  # the dream's controller
-                "predicted_return_mean": float(predicted.mean()),
-                "episode_rank_corr": spearman(predicted, real),
+        row = {
+            "round": r,
+            "real_steps": self.real_steps,
+            "collect_return_mean": float(real.mean()),
+            "collect_return_unperturbed": float(dream[0]) if len(dream) else None,  # the dream's controller
+            "predicted_return_mean": float(predicted.mean()),
+            "episode_rank_corr": spearman(predicted, real),
+            "wm_val_ce": None,
+            "wm_val_return_corr": None,
+            "dream_fitness": None,
+        }
+        trained = ""
+        # iterate.publish: recombined publishes the last recombination with the world model its episodes were
+        # played with (M of a controller that reads h): what would train after it is never used
+        if r < it.rounds or it.publish != "recombined":
+            all_data = concat_tokens([data, *self.round_data])
+            trainer = WorldModelTrainer(self.world_model, self.vae, self.config, self.runtime)
+            # keyed by the rounds' params too: the data so far depends on them, not only on the world model's params
+            run = {"round": r, "rounds": round_fingerprint(self.config)}
+            wm_result = trainer.fit(all_data, epochs=it.wm_epochs, run=run, runs=it.rounds)
+            self._train_in_dream(r, all_data, metrics, plots)
+            row |= {
                 "wm_val_ce": wm_result.selected["wm/val/ce"],
                 "wm_val_return_corr": wm_result.selected["wm/val/return_corr"],
                 "dream_fitness": float(self.state["best_fitness"]),
             }
-        )
+            trained = f", world model val ce {row['wm_val_ce']:.3f}, dream fitness {row['dream_fitness']:.1f}"
+        self.rounds.append(row)
         by_centre = ""
         if len(dream) and len(start):  # did the dream's training beat its start in the game?
             two = r > 1 or self.config.iterate.first_centre == "initial"  # round 1 around the dream alone: one centre
@@ -269,9 +281,7 @@ class ControllerTrainer:
         print(
             f"round {r}/{it.rounds}: collected return {real.mean():.1f}{by_centre} (dream predicted "
             f"{predicted.mean():.1f}, "
-            f"rank corr {self.rounds[-1]['episode_rank_corr']:.2f}), world model val ce "
-            f"{wm_result.selected['wm/val/ce']:.3f}, dream fitness {self.state['best_fitness']:.1f}, "
-            f"{self.real_steps} real steps so far",
+            f"rank corr {row['episode_rank_corr']:.2f}){trained}, {self.real_steps} real steps so far",
             flush=True,
         )
 
@@ -446,7 +456,10 @@ class ControllerTrainer:
                 "published_source": top["source"],
                 "published_weight": top["weight"],
             }
+        elif self.rounds and cfg.iterate.publish == "recombined":
+            meta |= {"published_round": len(self.rounds), "published_source": "recombined", "published_weight": 1.0}
         self.vae.publish(folder / "vae.pt", vae_fingerprint(cfg), {})
         wm_fp = ctrl_fingerprint(cfg) if self.rounds else wm_fingerprint(cfg)  # retrained in the rounds
-        self.world_model.publish(folder / "wm.pt", wm_fp, {"rounds": len(self.rounds)})
+        retrained = sum(row["wm_val_ce"] is not None for row in self.rounds)  # publish: recombined skips the last
+        self.world_model.publish(folder / "wm.pt", wm_fp, {"rounds": retrained})
         self.controller.publish(folder / "controller.pt", ctrl_fingerprint(cfg), meta)
