@@ -120,6 +120,11 @@ class ControllerTrainer:
                 self._round(r, data, metrics, plots)
             if cfg.iterate.rounds and cfg.iterate.publish == "recombined":  # the controller of _round's recombination
                 self.state = {"best": self.recombined[-1].copy(), "best_fitness": None}  # never trained in a dream
+                print(
+                    f"publishing round {cfg.iterate.rounds}'s recombination of its {cfg.iterate.episodes} collected "
+                    f"controllers by real return (no check), {self.real_steps} real steps in all",
+                    flush=True,
+                )
             elif cfg.iterate.rounds and cfg.iterate.publish != "last":
                 self._check()
 
