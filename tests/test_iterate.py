@@ -128,11 +128,12 @@ def test_each_round_collects_with_the_previous_rounds_controller(data):
     assert t.rounds[0]["collect_return_mean"] == pytest.approx(np.mean(episode_returns(round1)))
 
 
-def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("publish", ["check_recombined", "recombined"])
+def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch, publish):
     """Killed while retraining the world model of round 1 (its episodes collected), rerun: the round's
     episodes come from the resume cache, not the game again, and the published agent is byte-identical to
     an uninterrupted run's."""
-    cfg = config()
+    cfg = config(publish=publish)
     whole = trainer(cfg, data)
     whole.fit(data[0])
     whole.publish(tmp_path / "whole")
@@ -160,7 +161,7 @@ def test_a_killed_round_resumes_to_the_same_agent(data, tmp_path, monkeypatch):
     games = count_games(monkeypatch)
     resumed = trainer(cfg, data)
     resumed.fit(data[0])
-    assert games[0] == 2  # round 1's episodes from the cache; only round 2 and the check played the game
+    assert games[0] == 1 + (publish != "recombined")  # round 1's episodes from the cache; round 2 (and the check)
     resumed.publish(tmp_path / "resumed")
     for name in ("vae.pt", "wm.pt", "controller.pt"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
